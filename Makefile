@@ -1,0 +1,25 @@
+# Two entry points: `make demo` (train + evaluate on synthetic circles) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= runs/circles
+
+.PHONY: demo test bench clean
+
+$(VENV)/.installed-%: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[$*]'
+	touch $@
+
+demo: $(VENV)/.installed-test
+	$(PY) -m instseg_jax.main --config=configs/circles.py --workdir=$(WORKDIR)
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q tests
+
+bench: $(VENV)/.installed-bench
+	$(PY) benchmarks/loss_bench.py
+	$(PY) benchmarks/cluster_bench.py
+
+clean:
+	rm -rf runs

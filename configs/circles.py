@@ -1,0 +1,19 @@
+"""The embedded default: synthetic circles, no download, a few minutes on a laptop CPU.
+
+    python -m instseg_jax.main --config=configs/circles.py --workdir=runs/circles
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.data.name = "circles"
+  config.data.builder_config = "default"
+  config.data.image_size = (96, 96)
+  config.data.max_instances = 16
+  config.data.num_eval_images = 100
+  config.train.batch_size = 8
+  config.train.num_steps = 1500
+  config.train.checkpoint_every = 250
+  return config

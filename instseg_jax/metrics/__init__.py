@@ -1,0 +1,17 @@
+"""Evaluation measures: CVPPP (best Dice, SBD, FBD, DiC) and COCO mask AP."""
+
+from instseg_jax.metrics.aggregation import MetricAccumulator
+from instseg_jax.metrics.ap import AP_KEYS
+from instseg_jax.metrics.ap import MaskAPAccumulator
+from instseg_jax.metrics.ap import instance_scores
+from instseg_jax.metrics.ap import mask_ap
+from instseg_jax.metrics.cvppp import CVPPP_KEYS
+from instseg_jax.metrics.cvppp import abs_dic
+from instseg_jax.metrics.cvppp import best_dice
+from instseg_jax.metrics.cvppp import contingency_table
+from instseg_jax.metrics.cvppp import cvppp_scores
+from instseg_jax.metrics.cvppp import dic
+from instseg_jax.metrics.cvppp import fg_dice
+from instseg_jax.metrics.cvppp import object_ids
+from instseg_jax.metrics.cvppp import relabel_consecutive
+from instseg_jax.metrics.cvppp import sbd

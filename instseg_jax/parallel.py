@@ -1,0 +1,41 @@
+"""Device mesh, shardings and the host-to-global batch step.
+
+One code path for 1 CPU, 8 fake CPU devices, a GPU node or a pod slice: a
+mesh over every device of every process with a "data" axis; the state is
+replicated and batches are split along the data axis.
+"""
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices: list | None = None) -> Mesh:
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
+  devices = mesh.devices.size
+  if global_batch_size % devices:
+    raise ValueError(
+        f"config.train.batch_size={global_batch_size} is not divisible by the "
+        f"{devices} devices; use a multiple of {devices}")
+
+
+def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """This process's rows of a batch -> global arrays split over the data axis."""
+  sharding = batch_sharded(mesh)
+  return jax.tree_util.tree_map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
+      local_batch)

@@ -1,0 +1,150 @@
+"""train_and_evaluate: mesh, state, loop, checkpoints, logging."""
+
+import contextlib
+import functools
+import json
+import os
+import signal
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from instseg_jax import checkpoint
+from instseg_jax import models
+from instseg_jax import parallel
+from instseg_jax import state as state_lib
+from instseg_jax import train_step as train_step_lib
+from instseg_jax.data import pipeline
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training met a non-finite loss or gradient and stopped."""
+
+
+@contextlib.contextmanager
+def stop_requests():
+  """Turns SIGTERM/SIGINT into a flag the loop polls between steps.
+
+  The step in flight finishes and a checkpoint is written before exit, so a
+  preempted run loses nothing.
+  """
+  requested = {"signal": None}
+
+  def handler(signum, frame):
+    del frame
+    requested["signal"] = signal.Signals(signum).name
+
+  previous = {}
+  can_install = jax.process_count() >= 1 and _in_main_thread()
+  if can_install:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+      previous[signum] = signal.signal(signum, handler)
+  try:
+    yield requested
+  finally:
+    for signum, old in previous.items():
+      signal.signal(signum, old)
+
+
+def _in_main_thread() -> bool:
+  import threading  # pylint: disable=g-import-not-at-top
+  return threading.current_thread() is threading.main_thread()
+
+
+def data_dir(config: ml_collections.ConfigDict) -> str | None:
+  return config.data.data_dir or None
+
+
+def _write_metrics(workdir: str, step: int, metrics: dict[str, float]) -> None:
+  if jax.process_index() != 0:
+    return
+  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+    f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
+  """Trains to config.train.num_steps (resuming from workdir), then evaluates.
+
+  Returns the evaluation summary, or None when training stopped on a signal.
+  """
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(config.train.batch_size, mesh)
+
+  pipeline.prepare(config, data_dir=data_dir(config))
+  data_iterator = pipeline.train_iterator(
+      config, data_dir=data_dir(config), process_index=jax.process_index(),
+      process_count=jax.process_count())
+
+  model = models.create_model(config)
+  replicated = parallel.replicated(mesh)
+  init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
+  create = jax.jit(functools.partial(state_lib.create_train_state, model, config),
+                   out_shardings=replicated)
+  state = create(init_rng)
+  logging.info("model %s: %d parameters", config.model.name,
+               state_lib.parameter_count(state.params))
+
+  checkpointer = checkpoint.Checkpointer(workdir, max_to_keep=config.train.keep_checkpoints)
+  if checkpointer.latest_step() is not None:
+    state = checkpointer.restore(checkpoint.abstract_like(state, replicated), data_iterator)
+    logging.info("resumed from step %d in %s", int(state.step), checkpointer.directory)
+
+  step_fn = jax.jit(
+      functools.partial(train_step_lib.train_step, config=config),
+      in_shardings=(replicated, parallel.batch_sharded(mesh), replicated),
+      out_shardings=(replicated, replicated),
+      donate_argnums=0)
+
+  start_step = int(state.step)
+  num_steps = config.train.num_steps
+  stopped_by = None
+  with stop_requests() as requested, tqdm(
+      total=num_steps, initial=start_step, desc="train", unit="step",
+      disable=jax.process_index() != 0 or start_step >= num_steps) as bar:
+    window_start = time.perf_counter()
+    pending = []
+    for step in range(start_step, num_steps):
+      batch = next(data_iterator)
+      batch_ids = batch.pop("index")
+      state, metrics = step_fn(state, parallel.global_batch(batch, mesh), step_rng)
+      pending.append(metrics)
+      bar.update(1)
+      done = step + 1
+      is_last = done == num_steps
+      will_save = (done % config.train.checkpoint_every == 0 or is_last
+                   or requested["signal"])
+      # Metrics are checked before every save so a non-finite state is never saved.
+      if done % config.train.log_every == 0 or will_save:
+        fetched = jax.device_get(pending)
+        pending = []
+        if not all(m["finite"] for m in fetched) and not config.train.get("skip_nonfinite", False):
+          raise NonFiniteLossError(
+              f"non-finite loss or gradient at or before step {done} (batch ids "
+              f"{batch_ids.tolist()}); the last good checkpoint is step "
+              f"{checkpointer.latest_step()} in {checkpointer.directory}")
+        summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
+        summary["skipped"] = float(sum(1 - m["finite"] for m in fetched))
+        elapsed = time.perf_counter() - window_start
+        summary["steps_per_second"] = len(fetched) / max(elapsed, 1e-9)
+        window_start = time.perf_counter()
+        _write_metrics(workdir, done, summary)
+        bar.set_postfix(loss=f"{summary['loss']:.4f}")
+      if will_save:
+        checkpointer.save(done, state, data_iterator)
+      if requested["signal"]:
+        stopped_by = requested["signal"]
+        break
+  checkpointer.close()
+  if stopped_by:
+    print(f"Stopped by {stopped_by} after step {int(state.step)}; checkpoint saved in "
+          f"{checkpointer.directory}. Run the same command again to resume.", flush=True)
+    return None
+
+  from instseg_jax import evaluate  # pylint: disable=g-import-not-at-top
+  return evaluate.evaluate(config, workdir, params=state.params)
