@@ -14,6 +14,6 @@ def get_config():
   config.data.max_instances = 16
   config.data.num_eval_images = 100
   config.train.batch_size = 8
-  config.train.num_steps = 1500
-  config.train.checkpoint_every = 250
+  config.train.num_steps = 3000
+  config.train.checkpoint_every = 500
   return config

@@ -24,6 +24,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.shuffle_buffer = 0        # 0 = global shuffle through grain's index sampler
   config.data.worker_count = 0          # grain worker processes; 0 = in the main process
   config.data.num_eval_images = 100
+  config.data.read_threads = 2          # grain threads per process, each decoding + augmenting a whole batch
+  config.data.prefetch_batches = 2      # batches read ahead per process (bounds host memory)
+  config.data.aug_max_degrees = 15.0    # small-angle rotation drawn from [-x, x] degrees; 0 = off
+  config.data.aug_scale_range = (0.75, 1.33)  # zoom range of the random scale-crop; (1, 1) = plain resize
+  config.data.aug_brightness = 0.2      # colour jitter: brightness shift drawn from [-x, x]
+  config.data.aug_contrast = 0.2        # colour jitter: contrast factor drawn from [1 - x, 1 + x]
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "unet"            # a key of instseg_jax.models.MODELS

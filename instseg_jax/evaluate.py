@@ -55,9 +55,26 @@ def make_segmenter(config: ml_collections.ConfigDict):
   return segment
 
 
+# The config.cluster fields each clustering method takes (besides min_size).
+METHOD_OPTIONS = {
+    "meanshift": ("bandwidth",),
+    "fast_meanshift": ("bandwidth",),
+    "sklearn_meanshift": ("bandwidth",),
+    "kmeans": ("num_clusters",),
+    "hdbscan": ("min_cluster_size",),
+}
+
+
 def cluster_options(config: ml_collections.ConfigDict) -> dict:
-  options = dict(config.cluster.to_dict())
-  options.pop("fg_threshold", None)
+  """Keyword arguments of cluster_lib.cluster for config.cluster.method."""
+  method = config.cluster.method
+  if method not in METHOD_OPTIONS:
+    raise ValueError(
+        f"config.cluster.method={method!r}; choose one of {sorted(METHOD_OPTIONS)}")
+  options = {"method": method, "min_size": config.cluster.min_size}
+  for name in METHOD_OPTIONS[method]:
+    if name in config.cluster:
+      options[name] = config.cluster[name]
   return options
 
 

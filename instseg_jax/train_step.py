@@ -25,7 +25,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     return losses.total_loss(outputs, batch, config)
 
   (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
   new_state = state.apply_gradients(grads=grads)
   if config.train.get("skip_nonfinite", False):

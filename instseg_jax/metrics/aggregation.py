@@ -63,7 +63,9 @@ class MetricAccumulator:
     """Scores one image and records it.
 
     Args:
-      image_id: unique name of the image (str or int, for results.json).
+      image_id: unique name of the image; NumPy scalars and bytes (as data
+        pipelines yield them) become int/float/str so results.json can hold
+        them.
       pred: (H, W) predicted label map, 0 = background, ids arbitrary.
       gt: (H, W) ground-truth label map.
       scores: instance confidences for AP ({id: score} or an array indexed by
@@ -76,6 +78,7 @@ class MetricAccumulator:
     Returns:
       The image's record: {"image_id", <metric>: value, ...}.
     """
+    image_id = _plain_id(image_id)
     if image_id in self._seen:
       raise ValueError(f"image {image_id!r} was already added")
     pred, gt = np.asarray(pred), np.asarray(gt)
@@ -109,3 +112,13 @@ class MetricAccumulator:
       result.update(self._ap.compute() if len(self._ap) else
                     {key: float("nan") for key in ap_lib.AP_KEYS})
     return result
+
+
+def _plain_id(image_id: Any) -> Hashable:
+  if isinstance(image_id, np.ndarray) and image_id.ndim == 0:
+    image_id = image_id.item()
+  if isinstance(image_id, np.generic):
+    image_id = image_id.item()
+  if isinstance(image_id, bytes):
+    image_id = image_id.decode("utf-8")
+  return image_id

@@ -179,10 +179,6 @@ class MaskAPAccumulator:
     if pred.ndim != 2 or pred.shape != gt.shape:
       raise ValueError(f"need two (H, W) maps of one shape, got {pred.shape} "
                        f"and {gt.shape}")
-    image_id = len(self._images) + 1
-    height, width = gt.shape
-    self._images.append({"id": image_id, "height": height, "width": width})
-
     crowd = None
     if ignore is not None:
       crowd = cvppp.ignore_mask(gt, ignore)
@@ -197,6 +193,10 @@ class MaskAPAccumulator:
     pred_categories = _instance_classes(pred, pred_ids, pred_classes)
     pred_scores = _lookup_scores(pred_ids, scores)
 
+    # Options are validated first so a bad one leaves no half-added image.
+    image_id = len(self._images) + 1
+    height, width = gt.shape
+    self._images.append({"id": image_id, "height": height, "width": width})
     for ann in _annotations(gt, gt_ids, gt_categories):
       self._gts.append({**ann, "image_id": image_id})
     keep = pred_categories > 0

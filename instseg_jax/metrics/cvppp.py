@@ -39,9 +39,9 @@ def _as_label_map(labels: ArrayLike) -> np.ndarray:
 
 
 def _object_ids_and_relabel(
-    labels: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-  """Sorted nonzero ids and the map relabelled to 1..n (0 stays 0)."""
+    labels: np.ndarray, *, relabel: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+  """Sorted nonzero ids and (if asked) the map relabelled to 1..n, 0 kept."""
   flat = labels.ravel()
   if flat.size == 0:
     return np.zeros(0, labels.dtype), np.zeros(labels.shape, np.int32)
@@ -52,12 +52,16 @@ def _object_ids_and_relabel(
     present = np.bincount(flat) > 0
     present[0] = False
     ids = np.flatnonzero(present)
+    if not relabel:
+      return ids.astype(labels.dtype), None
     lut = np.zeros(present.size, np.int32)
     lut[ids] = np.arange(1, ids.size + 1, dtype=np.int32)
     return ids.astype(labels.dtype), lut[flat].reshape(labels.shape)
   # Negative or huge ids: sort instead.
   ids = np.unique(flat)
   ids = ids[ids != 0]
+  if not relabel:
+    return ids, None
   relabelled = (np.searchsorted(ids, flat) + 1).astype(np.int32)
   relabelled[flat == 0] = 0
   return ids, relabelled.reshape(labels.shape)
@@ -72,7 +76,7 @@ def object_ids(labels: ArrayLike) -> np.ndarray:
   Returns:
     (n,) sorted distinct nonzero ids.
   """
-  return _object_ids_and_relabel(_as_label_map(labels))[0]
+  return _object_ids_and_relabel(_as_label_map(labels), relabel=False)[0]
 
 
 def relabel_consecutive(labels: ArrayLike) -> np.ndarray:

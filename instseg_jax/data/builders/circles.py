@@ -44,13 +44,13 @@ class CirclesConfig(tfds.core.BuilderConfig):
     seed: root seed of the generator.
   """
 
-  image_size: tuple[int, int] = (128, 128)
+  image_size: tuple[int, int] = (96, 96)
   num_train: int = 2000
   num_test: int = 200
   min_discs: int = 3
-  max_discs: int = 10
-  min_radius: float = 6.0
-  max_radius: float = 16.0
+  max_discs: int = 9
+  min_radius: float = 5.0
+  max_radius: float = 13.0
   noise_std: float = 0.06
   max_overlap: float = 0.3
   min_pixels: int = 8
@@ -132,7 +132,7 @@ class Circles(tfds.core.GeneratorBasedBuilder):
   BUILDER_CONFIGS = [
       CirclesConfig(
           name="default",
-          description="128x128, 2000 train / 200 test, 3-10 discs: CPU demo.",
+          description="96x96, 2000 train / 200 test, 3-9 discs: CPU demo.",
       ),
       CirclesConfig(
           name="tiny",

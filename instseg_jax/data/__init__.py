@@ -1,0 +1,22 @@
+"""Data: TFDS builders write array_record files; grain reads and augments."""
+
+from instseg_jax.data.builders import BUILDERS, get_builder
+from instseg_jax.data.pipeline import (
+    checkpoint_args,
+    eval_batches,
+    eval_examples,
+    prepare,
+    train_dataset,
+    train_iterator,
+)
+
+__all__ = [
+    "BUILDERS",
+    "checkpoint_args",
+    "eval_batches",
+    "eval_examples",
+    "get_builder",
+    "prepare",
+    "train_dataset",
+    "train_iterator",
+]

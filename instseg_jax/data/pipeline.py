@@ -1,0 +1,368 @@
+"""Host input pipeline: TFDS array_record files -> grain -> NumPy batches.
+
+Training:
+
+    it = pipeline.train_iterator(config, data_dir=d,
+                                 process_index=jax.process_index(),
+                                 process_count=jax.process_count())
+    batch = next(it)              # dict of NumPy arrays, per-process batch
+    state = it.get_state()        # JSON-able dict; it.set_state(state) resumes
+
+The iterator is a `grain.DatasetIterator`; orbax saves it next to the model
+with `grain.checkpoint.CheckpointSave(it)` / `CheckpointRestore(it)`, see
+`checkpoint_args`.
+
+Every random choice (shuffle order, augmentation) is a function of the seed and
+the element's position in the stream, so a restored iterator yields exactly
+the batches the interrupted one would have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+import functools
+from typing import Any
+
+import grain
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+
+from instseg_jax.data import builders
+from instseg_jax.data import transforms
+
+Batch = dict[str, np.ndarray]
+
+
+def _resolve_data_dir(config: ml_collections.ConfigDict, data_dir: str | None):
+  # The argument wins over the config; "" in both means the TFDS default
+  # (TFDS_DATA_DIR or ~/tensorflow_datasets).
+  return data_dir or config.data.get("data_dir") or None
+
+
+def prepare(
+    config: ml_collections.ConfigDict, *, data_dir: str | None
+) -> tfds.core.DatasetBuilder:
+  """Writes the array_record files of `config.data` if they are missing.
+
+  Idempotent: when the files exist this only reads the dataset info.
+
+  Args:
+    config: the experiment config; uses data.name, data.builder_config,
+      data.manual_dir and data.data_dir.
+    data_dir: overrides config.data.data_dir.
+
+  Returns:
+    The prepared builder.
+
+  Raises:
+    ValueError: config.data.name is not a known data set.
+  """
+  builder = builders.get_builder(
+      config.data.name,
+      data_dir=_resolve_data_dir(config, data_dir),
+      config=config.data.get("builder_config") or None,
+      manual_dir=config.data.get("manual_dir") or None,
+  )
+  builder.download_and_prepare(
+      file_format="array_record",
+      download_config=tfds.download.DownloadConfig(
+          manual_dir=builder.manual_dir
+      ),
+  )
+  return builder
+
+
+def _data_source(
+    config: ml_collections.ConfigDict, *, data_dir: str | None, split: str
+):
+  return prepare(config, data_dir=data_dir).as_data_source(split=split)
+
+
+def _attach_index(
+    index: int, record: dict[str, Any], *, num_records: int
+) -> dict[str, Any]:
+  # Grain hands the position in the repeated stream to index-aware maps even
+  # when they sit upstream of `repeat`; the record index is that modulo.
+  return {**record, "index": index % num_records}
+
+
+def _decode(record: dict[str, Any]) -> transforms.Example:
+  """TFDS record -> float image in [0, 1] and int32 label maps."""
+  image = np.asarray(record["image"])
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.shape[-1] == 1:
+    image = np.repeat(image, 3, axis=-1)
+  image = image[..., :3]  # An alpha channel carries no signal here.
+  scale = np.iinfo(image.dtype).max if image.dtype.kind in "ui" else 1.0
+  instances = np.asarray(record["instances"]).astype(np.int32)
+  if "semantic" in record:
+    semantic = np.asarray(record["semantic"]).astype(np.int32)
+  else:
+    semantic = (instances > 0).astype(np.int32)
+  example = {
+      "image": image.astype(np.float32) / np.float32(scale),
+      "instances": instances,
+      "semantic": semantic,
+      "index": np.int32(record["index"]),
+  }
+  if "id" in record:
+    ident = record["id"]
+    example["id"] = ident.decode() if isinstance(ident, bytes) else str(ident)
+  return example
+
+
+def _finalize(example: transforms.Example, *, keep_id: bool = False) -> Batch:
+  """Fixes dtypes and renumbers instances after crops removed some."""
+  instances, count = transforms.relabel_consecutive(example["instances"])
+  out = {
+      "image": np.ascontiguousarray(example["image"], dtype=np.float32),
+      "instances": instances,
+      "semantic": np.ascontiguousarray(example["semantic"], dtype=np.int32),
+      "num_instances": np.int32(count),
+      "index": np.int32(example["index"]),
+  }
+  if keep_id:
+    out["id"] = example["id"]
+  return out
+
+
+def _read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
+  return grain.ReadOptions(
+      num_threads=int(config.data.get("read_threads", 2)),
+      prefetch_buffer_size=int(config.data.get("prefetch_batches", 2)),
+  )
+
+
+def train_dataset(
+    config: ml_collections.ConfigDict,
+    *,
+    data_dir: str | None,
+    process_index: int = 0,
+    process_count: int = 1,
+    seed: int | None = None,
+) -> grain.IterDataset:
+  """The infinite training stream of this process as a grain dataset.
+
+  Order of operations: index the records, take this process's shard
+  (records process_index, process_index + process_count, ...), shuffle within
+  the shard (reshuffled every epoch), repeat forever, decode, augment or
+  resize, renumber instances, batch. Batches may span an epoch boundary.
+
+  Args:
+    config: the experiment config (data.*, train.batch_size, seed).
+    data_dir: overrides config.data.data_dir.
+    process_index: this JAX process.
+    process_count: number of JAX processes.
+    seed: overrides config.seed.
+
+  Returns:
+    An IterDataset of batches; see `train_iterator`.
+
+  Raises:
+    ValueError: unknown data set, or a batch size the processes cannot share.
+  """
+  batch_size, remainder = divmod(config.train.batch_size, process_count)
+  if remainder or batch_size == 0:
+    raise ValueError(
+        f"train.batch_size={config.train.batch_size} must be a positive "
+        f"multiple of the process count {process_count}."
+    )
+  seed = config.seed if seed is None else seed
+  size = tuple(config.data.image_size)
+  source = _data_source(
+      config, data_dir=data_dir, split=config.data.train_split
+  )
+
+  ds = grain.MapDataset.source(source).map_with_index(
+      functools.partial(_attach_index, num_records=len(source))
+  )
+  ds = ds[process_index::process_count]
+  if len(ds) < batch_size:
+    raise ValueError(
+        f"Process {process_index} holds {len(ds)} examples, fewer than its "
+        f"batch of {batch_size}."
+    )
+  ds = ds.seed(seed)
+  buffer = int(config.data.get("shuffle_buffer", 0))
+  if buffer > 0:
+    # Shuffles within consecutive windows of records: locality for slow
+    # storage, at the price of a weaker shuffle whose windows may straddle an
+    # epoch boundary.
+    ds = grain.experimental.WindowShuffleMapDataset(
+        ds, window_size=buffer, seed=seed
+    )
+  else:
+    ds = ds.shuffle()
+  ds = ds.repeat().map(_decode)
+  if config.data.augment:
+    ds = ds.random_map(
+        functools.partial(
+            transforms.augment,
+            size=size,
+            max_degrees=float(config.data.get("aug_max_degrees", 15.0)),
+            scale_range=tuple(config.data.get("aug_scale_range", (0.75, 1.33))),
+            brightness=float(config.data.get("aug_brightness", 0.2)),
+            contrast=float(config.data.get("aug_contrast", 0.2)),
+        )
+    )
+  else:
+    ds = ds.map(functools.partial(transforms.resize, size=size))
+  ds = ds.map(_finalize).batch(batch_size, drop_remainder=True)
+  # Batching before the hand-over to threads/workers keeps batch contents
+  # independent of read_threads and worker_count.
+  stream = ds.to_iter_dataset(_read_options(config))
+  workers = int(config.data.get("worker_count", 0))
+  if workers > 0:
+    stream = stream.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=workers)
+    )
+  return stream
+
+
+def train_iterator(
+    config: ml_collections.ConfigDict,
+    *,
+    data_dir: str | None,
+    process_index: int = 0,
+    process_count: int = 1,
+    seed: int | None = None,
+) -> grain.DatasetIterator:
+  """Infinite iterator over this process's training batches.
+
+  Each batch is a dict of NumPy arrays, b = train.batch_size // process_count
+  and (H, W) = data.image_size:
+    image: float32 (b, H, W, 3) in [0, 1].
+    instances: int32 (b, H, W), 0 = background, ids 1..num_instances.
+    semantic: int32 (b, H, W).
+    num_instances: int32 (b,).
+    index: int32 (b,), the record's index in the split.
+
+  The iterator has `get_state() -> dict` and `set_state(dict)`; restoring a
+  state into a fresh iterator built from the same config resumes the exact
+  stream. With data.worker_count > 0 the calling program must run under
+  `absl.app.run` with an `if __name__ == "__main__"` guard, and should call
+  `close()` when done.
+
+  Args: see `train_dataset`.
+  """
+  return iter(
+      train_dataset(
+          config,
+          data_dir=data_dir,
+          process_index=process_index,
+          process_count=process_count,
+          seed=seed,
+      )
+  )
+
+
+def checkpoint_args(iterator: grain.DatasetIterator, *, restore: bool = False):
+  """The orbax args that save (or restore into) a grain iterator.
+
+  Use inside `ocp.args.Composite` next to the model state; the matching
+  handler, `grain.checkpoint.CheckpointHandler`, is registered with these args
+  so `ocp.CheckpointManager` finds it without `item_handlers`. Each JAX process
+  writes its own `process_<i>-of-<n>.json`.
+  """
+  if restore:
+    return grain.checkpoint.CheckpointRestore(item=iterator)
+  return grain.checkpoint.CheckpointSave(item=iterator)
+
+
+def eval_examples(
+    config: ml_collections.ConfigDict,
+    *,
+    data_dir: str | None,
+    split: str | None = None,
+    limit: int | None = None,
+    full_resolution: bool = False,
+) -> Iterator[Batch]:
+  """Yields the first examples of the eval split in record order, unaugmented.
+
+  Each example has "image" float32 (H, W, 3) resized to data.image_size,
+  "instances" and "semantic" int32 (H, W) resized by nearest neighbour,
+  "num_instances", "index" and "id" (str).
+
+  Args:
+    config: the experiment config.
+    data_dir: overrides config.data.data_dir.
+    split: defaults to config.data.eval_split.
+    limit: at most this many examples; defaults to data.num_eval_images
+      (0 or less = the whole split).
+    full_resolution: also give "full_instances" and "full_semantic", the
+      labels at the stored resolution, for metrics on the original grid.
+  """
+  split = split or config.data.eval_split
+  source = _data_source(config, data_dir=data_dir, split=split)
+  limit = config.data.num_eval_images if limit is None else limit
+  count = len(source) if limit <= 0 else min(limit, len(source))
+  size = tuple(config.data.image_size)
+
+  ds = grain.MapDataset.source(source).map_with_index(
+      functools.partial(_attach_index, num_records=len(source))
+  )[:count]
+  ds = ds.map(_decode).map(
+      functools.partial(_eval_example, size=size, full=full_resolution)
+  )
+  yield from ds.to_iter_dataset(
+      grain.ReadOptions(
+          num_threads=int(config.data.get("read_threads", 2)),
+          prefetch_buffer_size=8,
+      )
+  )
+
+
+def _eval_example(
+    example: transforms.Example, *, size: Sequence[int], full: bool
+) -> Batch:
+  out = _finalize(transforms.resize(example, size=size), keep_id=True)
+  if full:
+    out["full_instances"], _ = transforms.relabel_consecutive(
+        example["instances"]
+    )
+    out["full_semantic"] = example["semantic"]
+  return out
+
+
+def eval_batches(
+    config: ml_collections.ConfigDict,
+    *,
+    data_dir: str | None,
+    split: str | None = None,
+    limit: int | None = None,
+    batch_size: int | None = None,
+) -> Iterator[Batch]:
+  """Batches of `eval_examples`, the last one padded to full size.
+
+  Each batch has the keys of `eval_examples` stacked (b = batch_size,
+  default train.batch_size), "id" as a str array, and "valid" bool (b,) that
+  is False on padding rows (which hold zeros and id "").
+  """
+  batch_size = batch_size or config.train.batch_size
+  pending = []
+  for example in eval_examples(
+      config, data_dir=data_dir, split=split, limit=limit
+  ):
+    pending.append(example)
+    if len(pending) == batch_size:
+      yield _stack(pending, batch_size=batch_size)
+      pending = []
+  if pending:
+    yield _stack(pending, batch_size=batch_size)
+
+
+def _stack(examples: list[Batch], *, batch_size: int) -> Batch:
+  valid = np.zeros(batch_size, bool)
+  valid[: len(examples)] = True
+  padding = batch_size - len(examples)
+  batch = {"valid": valid}
+  for key in examples[0]:
+    if key == "id":
+      batch[key] = np.asarray([e[key] for e in examples] + [""] * padding)
+      continue
+    stacked = np.stack([e[key] for e in examples])
+    pad = np.zeros((padding,) + stacked.shape[1:], stacked.dtype)
+    batch[key] = np.concatenate([stacked, pad])
+  return batch
