@@ -1,7 +1,10 @@
 """Command line: python -m instseg_jax.main --config=configs/circles.py --workdir=DIR [--mode=...]."""
 
+import sys
+
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and pictures.")
@@ -9,27 +12,72 @@ flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict"],
                   "train (then evaluate), evaluate a checkpoint, or predict images.")
 flags.DEFINE_string("input", None, "predict: an image file or a folder of images.")
 flags.DEFINE_string("output", None, "predict: the folder for label and overlay PNGs.")
+flags.DEFINE_bool("multihost", False,
+                  "Call jax.distributed.initialize() first: auto-detected on SLURM, TPU "
+                  "and cloud; give the three flags below anywhere else.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (with --multihost).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (with --multihost).")
+flags.DEFINE_integer("process_id", None, "This process's index (with --multihost).")
 config_flags.DEFINE_config_file("config", None, "A configs/*.py file.", lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
 
 FLAGS = flags.FLAGS
 
+USAGE_ERROR = 2
+
+
+def fail(message: str) -> None:
+  """One line on stderr and exit code 2: for mistakes in the command or config."""
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(USAGE_ERROR)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, with config typos reported in one line instead of a traceback."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as error:
+    fail(str(error).splitlines()[0])
+  except (AttributeError, KeyError, TypeError, ValueError) as error:
+    fail(" ".join(str(error).strip("'\"").replace("\\n", " ").split()))
+  return []
+
+
+def initialize_distributed() -> None:
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.config.jax_platforms in (None, "", "cpu") or "cpu" in str(jax.config.jax_platforms):
+    # CPU collectives across processes need gloo; accelerators bring their own.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                             num_processes=FLAGS.num_processes,
+                             process_id=FLAGS.process_id)
+
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  # Imported here so that --help answers without loading jax.
-  from instseg_jax import evaluate, predict, train  # pylint: disable=g-import-not-at-top
+    fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not FLAGS["verbosity"].present:
+    # orbax and tfds log every step of a save at INFO; the user wants progress bars and results.
+    logging.set_verbosity(logging.WARNING)
+  if FLAGS.multihost:
+    initialize_distributed()
+  # Imported after jax.distributed.initialize, which must precede any other jax call.
+  import jax  # pylint: disable=g-import-not-at-top
+  from instseg_jax import evaluate, predict, train, validate  # pylint: disable=g-import-not-at-top
   config = FLAGS.config
+  try:
+    validate.validate(config, num_devices=jax.device_count())
+  except validate.ConfigError as error:
+    fail(str(error))
   if FLAGS.mode == "train":
     train.train_and_evaluate(config, FLAGS.workdir)
   elif FLAGS.mode == "evaluate":
     evaluate.evaluate(config, FLAGS.workdir)
   elif FLAGS.mode == "predict":
     if not FLAGS.input or not FLAGS.output:
-      raise app.UsageError("--mode=predict needs --input and --output")
+      fail("--mode=predict needs --input=IMAGE_OR_FOLDER and --output=FOLDER")
     predict.predict(config, FLAGS.workdir, FLAGS.input, FLAGS.output)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -5,12 +5,12 @@ import functools
 import json
 import os
 import signal
+import threading
 import time
 
 import jax
 import ml_collections
 import numpy as np
-from absl import logging
 from tqdm import tqdm
 
 from instseg_jax import checkpoint
@@ -39,8 +39,8 @@ def stop_requests():
     requested["signal"] = signal.Signals(signum).name
 
   previous = {}
-  can_install = jax.process_count() >= 1 and _in_main_thread()
-  if can_install:
+  # Python only lets the main thread install signal handlers.
+  if threading.current_thread() is threading.main_thread():
     for signum in (signal.SIGTERM, signal.SIGINT):
       previous[signum] = signal.signal(signum, handler)
   try:
@@ -50,9 +50,10 @@ def stop_requests():
       signal.signal(signum, old)
 
 
-def _in_main_thread() -> bool:
-  import threading  # pylint: disable=g-import-not-at-top
-  return threading.current_thread() is threading.main_thread()
+def say(message: str) -> None:
+  """A line for the user, from process 0 only."""
+  if jax.process_index() == 0:
+    print(message, flush=True)
 
 
 def data_dir(config: ml_collections.ConfigDict) -> str | None:
@@ -76,7 +77,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.train.batch_size, mesh)
 
-  pipeline.prepare(config, data_dir=data_dir(config))
+  # One process writes the data set files; the others read them once written.
+  if jax.process_index() == 0:
+    pipeline.prepare(config, data_dir=data_dir(config))
+  parallel.sync("data prepared")
   data_iterator = pipeline.train_iterator(
       config, data_dir=data_dir(config), process_index=jax.process_index(),
       process_count=jax.process_count())
@@ -87,13 +91,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   create = jax.jit(functools.partial(state_lib.create_train_state, model, config),
                    out_shardings=replicated)
   state = create(init_rng)
-  logging.info("model %s: %d parameters", config.model.name,
-               state_lib.parameter_count(state.params))
+  say(f"model {config.model.name}: {state_lib.parameter_count(state.params):,} parameters, "
+      f"{jax.device_count()} devices, {jax.process_count()} processes")
 
   checkpointer = checkpoint.Checkpointer(workdir, max_to_keep=config.train.keep_checkpoints)
   if checkpointer.latest_step() is not None:
     state = checkpointer.restore(checkpoint.abstract_like(state, replicated), data_iterator)
-    logging.info("resumed from step %d in %s", int(state.step), checkpointer.directory)
+    say(f"resumed from step {int(state.step)} in {checkpointer.directory}")
 
   step_fn = jax.jit(
       functools.partial(train_step_lib.train_step, config=config),
@@ -121,7 +125,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
                    or requested["signal"])
       # Metrics are checked before every save so a non-finite state is never saved.
       if done % config.train.log_every == 0 or will_save:
-        fetched = jax.device_get(pending)
+        fetched = parallel.to_host(pending)
         pending = []
         if not all(m["finite"] for m in fetched) and not config.train.get("skip_nonfinite", False):
           raise NonFiniteLossError(
@@ -146,5 +150,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
           f"{checkpointer.directory}. Run the same command again to resume.", flush=True)
     return None
 
+  if jax.process_index() != 0:
+    return None
+  # Evaluation is host work on process 0, on its local devices.
   from instseg_jax import evaluate  # pylint: disable=g-import-not-at-top
-  return evaluate.evaluate(config, workdir, params=state.params)
+  return evaluate.evaluate(config, workdir, params=parallel.to_host(state.params))

@@ -108,7 +108,7 @@ def test_killed_after_first_checkpoint_resumes_to_the_final_step(tmp_path, data_
   resumed = subprocess.run(_main_command(workdir, data_dir, *args), cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=300)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
-  assert f"resumed from step {killed_at}" in resumed.stderr
+  assert f"resumed from step {killed_at}" in resumed.stdout
   assert checkpoint.Checkpointer(workdir).latest_step() == 100
   assert _read_metrics(workdir)[-1]["step"] == 100
   assert "SBD " in resumed.stdout

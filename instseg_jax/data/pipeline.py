@@ -87,6 +87,18 @@ def _attach_index(
   return {**record, "index": index % num_records}
 
 
+def _attach_position(position: int, record: dict[str, Any]) -> dict[str, Any]:
+  return {**record, "position": position}
+
+
+def _augment_at_position(example: transforms.Example, *, seed: int,
+                         **options) -> transforms.Example:
+  # The generator depends on the position in the global stream only, not on
+  # how the stream is split between processes.
+  rng = np.random.default_rng([seed, int(example.pop("position"))])
+  return transforms.augment(example, rng, **options)
+
+
 def _decode(record: dict[str, Any]) -> transforms.Example:
   """TFDS record -> float image in [0, 1] and int32 label maps."""
   image = np.asarray(record["image"])
@@ -107,6 +119,8 @@ def _decode(record: dict[str, Any]) -> transforms.Example:
       "semantic": semantic,
       "index": np.int32(record["index"]),
   }
+  if "position" in record:
+    example["position"] = record["position"]
   if "id" in record:
     ident = record["id"]
     example["id"] = ident.decode() if isinstance(ident, bytes) else str(ident)
@@ -145,10 +159,11 @@ def train_dataset(
 ) -> grain.IterDataset:
   """The infinite training stream of this process as a grain dataset.
 
-  Order of operations: index the records, take this process's shard
-  (records process_index, process_index + process_count, ...), shuffle within
-  the shard (reshuffled every epoch), repeat forever, decode, augment or
-  resize, renumber instances, batch. Batches may span an epoch boundary.
+  Order of operations: index the records, shuffle them all (the same
+  permutation in every process, reshuffled every epoch), repeat forever, take
+  this process's elements (positions process_index, process_index +
+  process_count, ... of the stream), decode, augment or resize, renumber
+  instances, batch. Batches may span an epoch boundary.
 
   Args:
     config: the experiment config (data.*, train.batch_size, seed).
@@ -175,15 +190,14 @@ def train_dataset(
       config, data_dir=data_dir, split=config.data.train_split
   )
 
+  if len(source) < config.train.batch_size:
+    raise ValueError(
+        f"The {config.data.train_split} split holds {len(source)} examples, "
+        f"fewer than train.batch_size={config.train.batch_size}."
+    )
   ds = grain.MapDataset.source(source).map_with_index(
       functools.partial(_attach_index, num_records=len(source))
   )
-  ds = ds[process_index::process_count]
-  if len(ds) < batch_size:
-    raise ValueError(
-        f"Process {process_index} holds {len(ds)} examples, fewer than its "
-        f"batch of {batch_size}."
-    )
   ds = ds.seed(seed)
   buffer = int(config.data.get("shuffle_buffer", 0))
   if buffer > 0:
@@ -195,11 +209,17 @@ def train_dataset(
     )
   else:
     ds = ds.shuffle()
-  ds = ds.repeat().map(_decode)
+  ds = ds.repeat().map_with_index(_attach_position)
+  # Sharding after the global shuffle: every process walks the same permuted
+  # stream and takes every process_count-th element, so the processes' k-th
+  # batches together hold exactly the k-th global batch of a single process,
+  # and augmentation keyed on the stream position is the same either way.
+  ds = ds[process_index::process_count].map(_decode)
   if config.data.augment:
-    ds = ds.random_map(
+    ds = ds.map(
         functools.partial(
-            transforms.augment,
+            _augment_at_position,
+            seed=seed,
             size=size,
             max_degrees=float(config.data.get("aug_max_degrees", 15.0)),
             scale_range=tuple(config.data.get("aug_scale_range", (0.75, 1.33))),

@@ -16,7 +16,7 @@ from instseg_jax.losses.semantic import semantic_loss
 
 __all__ = [
     "LOSS_PRESETS", "check_max_instances", "counting_loss", "discriminative_loss",
-    "semantic_loss", "total_loss",
+    "discriminative_options", "semantic_loss", "total_loss",
 ]
 
 # Optional config.loss fields passed through to `discriminative_loss` when set.

@@ -248,6 +248,9 @@ def discriminative_loss(
     batch means "variance" (pull), "distance" (push) and "regularization", "per_image_loss" (B,),
     and the int32 (B,) "num_instances" (background clusters not counted) and "overflow"
     (instances left out because max_instances was exceeded).
+
+  The loss is differentiable in reverse mode (jax.grad, jax.vjp) only: its pixel-level part is a
+  custom_vjp, which forward-mode transforms (jax.jvp, jax.hessian) do not support.
   """
   if embeddings.ndim != labels.ndim + 1 or embeddings.shape[:-1] != labels.shape:
     raise ValueError(f"embeddings {embeddings.shape} must be labels {labels.shape} + (D,)")
@@ -298,7 +301,8 @@ def _host_relabel_choice(labels: Any, semantic_labels: Any, opts: _Options) -> s
 
 
 def _is_traced(x: Any) -> bool:
-  return isinstance(x, jax.core.Tracer)
+  # Arrays spread over several hosts cannot be read here either; they are checked like traced ones.
+  return isinstance(x, jax.core.Tracer) or not getattr(x, "is_fully_addressable", True)
 
 
 def _choice(value: str, allowed: tuple[str, ...], name: str) -> str:

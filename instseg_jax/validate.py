@@ -1,0 +1,67 @@
+"""Checks a config before any work starts, so a typo costs seconds, not an hour.
+
+Each problem is reported as one ConfigError whose message names the field and the fix.
+"""
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  """A config field holds a value the run cannot use."""
+
+
+def _choice(config: ml_collections.ConfigDict, path: str, choices) -> None:
+  value = config
+  for part in path.split("."):
+    value = value[part]
+  if value not in choices:
+    raise ConfigError(f"config.{path}={value!r} is not one of {sorted(choices)}")
+
+
+def _positive(config: ml_collections.ConfigDict, path: str) -> None:
+  value = config
+  for part in path.split("."):
+    value = value[part]
+  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    raise ConfigError(f"config.{path}={value!r} must be a positive integer")
+
+
+def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
+  """Raises ConfigError on the first field the run cannot use."""
+  # Imported here: the registries pull in jax, flax and tfds.
+  from instseg_jax import cluster  # pylint: disable=g-import-not-at-top
+  from instseg_jax import losses  # pylint: disable=g-import-not-at-top
+  from instseg_jax import models  # pylint: disable=g-import-not-at-top
+  from instseg_jax.data import builders  # pylint: disable=g-import-not-at-top
+
+  _choice(config, "data.name", builders.BUILDERS)
+  _choice(config, "model.name", models.MODELS)
+  _choice(config, "model.dtype", models.DTYPES)
+  _choice(config, "cluster.method", cluster.METHODS)
+  _choice(config, "optim.name", ("adam", "adamw", "sgd"))
+  _choice(config, "optim.schedule", ("constant", "cosine"))
+  preset = config.loss.get("preset", "")
+  if preset and preset not in losses.LOSS_PRESETS:
+    raise ConfigError(f"config.loss.preset={preset!r} is not one of {sorted(losses.LOSS_PRESETS)}")
+  for path in ("train.batch_size", "train.num_steps", "train.log_every",
+               "train.checkpoint_every", "data.max_instances", "model.embedding_dim"):
+    _positive(config, path)
+  if config.data.num_classes < 2:
+    raise ConfigError(
+        f"config.data.num_classes={config.data.num_classes} must count background and at "
+        "least one foreground class (>= 2)")
+
+  batch_size = config.train.batch_size
+  if batch_size % num_devices:
+    raise ConfigError(
+        f"config.train.batch_size={batch_size} is not divisible by the {num_devices} devices; "
+        f"use a multiple of {num_devices}")
+  size = tuple(config.data.image_size)
+  if len(size) != 2 or any(not isinstance(s, int) or s <= 0 for s in size):
+    raise ConfigError(f"config.data.image_size={size!r} must be two positive integers (H, W)")
+  stride = models.create_model(config).stride
+  if size[0] % stride or size[1] % stride:
+    fixed = tuple(-(-s // stride) * stride for s in size)
+    raise ConfigError(
+        f"config.data.image_size={size} is not divisible by the network's stride {stride}; "
+        f"use e.g. {fixed}")
