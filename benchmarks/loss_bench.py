@@ -1,4 +1,4 @@
-"""Discriminative loss, forward + backward on CPU: instseg_jax against two PyTorch re-implementations.
+"""Discriminative loss forward + backward on CPU: instseg_jax against two PyTorch versions.
 
     .venv/bin/python benchmarks/loss_bench.py                 # driver: all three, table of medians
     .venv/bin/python benchmarks/loss_bench.py --hugepages     # same, malloc with huge pages
@@ -14,8 +14,13 @@ Compared, on the same batch (B=8, 256x256, D=16, 32 instances per image, paper f
 
 Each framework runs in its own process (idle PyTorch OpenMP threads spin and slow JAX down in a
 shared process), pinned to the same cores with the same thread count (OMP_WAIT_POLICY=PASSIVE
-unless set), and the driver alternates the processes for several rounds. Before timing, the driver checks that the three agree on the loss
-and on the gradient.
+unless set), and the driver alternates the processes for several rounds. Before timing, the driver
+checks that the three agree on the loss and on the gradient.
+
+What bounds the JAX time on CPU: the gradient is a fresh 33.5 MB buffer per step, and glibc maps
+allocations of that size afresh, so writing it costs page faults (about as much as a plain
+`x * 2` of the embeddings); PyTorch pays the same for its gradient and for each temporary.
+`--hugepages` shows both with transparent huge pages for such allocations.
 """
 
 import argparse

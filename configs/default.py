@@ -13,7 +13,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   config.data.name = "circles"          # a key of instseg_jax.data.builders.BUILDERS
   config.data.builder_config = "default"  # the TFDS builder config
-  config.data.data_dir = ""             # where TFDS writes array_record files; "" = <workdir>/../tfds? see pipeline
+  config.data.data_dir = ""             # where TFDS writes array_record files; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
   config.data.manual_dir = ""           # raw data for builders that cannot download
   config.data.train_split = "train"
   config.data.eval_split = "test"
@@ -61,12 +61,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.checkpoint_every = 500
   config.train.eval_every = 0           # 0 = only at the end
   config.train.keep_checkpoints = 2
+  config.train.skip_nonfinite = False   # True: a step with a NaN/Inf loss or gradient is skipped and counted, not fatal
 
   config.cluster = ml_collections.ConfigDict()
   config.cluster.method = "meanshift"
   config.cluster.bandwidth = 1.0        # about 2 * delta_v: the radius of one instance's pixels
   config.cluster.min_size = 0           # instances smaller than this many pixels are dropped
   config.cluster.fg_threshold = 0.5     # foreground probability above which a pixel is clustered
+
+  config.predict = ml_collections.ConfigDict()
+  config.predict.max_side = 2048          # larger images are shrunk for the network, labels scaled back
 
   config.eval = ml_collections.ConfigDict()
   config.eval.num_panels = 8

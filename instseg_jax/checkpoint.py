@@ -18,12 +18,16 @@ import orbax.checkpoint as ocp
 class Checkpointer:
   """Saves and restores (state, data iterator) under <workdir>/checkpoints."""
 
-  def __init__(self, workdir: str, *, max_to_keep: int = 2):
+  def __init__(self, workdir: str, *, max_to_keep: int = 2, read_only: bool = False):
     # orbax refuses relative paths.
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    if read_only and not os.path.isdir(self.directory):
+      raise FileNotFoundError(
+          f"no checkpoint in {self.directory}: train first (--mode=train)")
     self._manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=not read_only, read_only=read_only),
     )
 
   def latest_step(self) -> int | None:

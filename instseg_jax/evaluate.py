@@ -30,7 +30,7 @@ def load_params(config: ml_collections.ConfigDict, workdir: str):
   abstract = jax.eval_shape(
       functools.partial(state_lib.create_train_state, model, config), jax.random.key(0))
   sharding = parallel.replicated(parallel.make_mesh())
-  checkpointer = checkpoint.Checkpointer(workdir)
+  checkpointer = checkpoint.Checkpointer(workdir, read_only=True)
   if checkpointer.latest_step() is None:
     raise FileNotFoundError(
         f"no checkpoint in {checkpointer.directory}: train first (--mode=train)")
@@ -95,6 +95,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, params=None,
   workdir = os.path.abspath(workdir)
   if params is None:
     params = load_params(config, workdir)
+  os.makedirs(workdir, exist_ok=True)
   segment = make_segmenter(config)
   pipeline.prepare(config, data_dir=config.data.data_dir or None)
   examples = pipeline.eval_examples(

@@ -8,10 +8,15 @@ from absl import logging
 from ml_collections import config_flags
 
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and pictures.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict"],
-                  "train (then evaluate), evaluate a checkpoint, or predict images.")
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export"],
+                  "train (then evaluate), evaluate a checkpoint, predict images, or export "
+                  "the latest checkpoint as a bundle.")
 flags.DEFINE_string("input", None, "predict: an image file or a folder of images.")
-flags.DEFINE_string("output", None, "predict: the folder for label and overlay PNGs.")
+flags.DEFINE_string("output", None, "predict: the folder for label and overlay PNGs; "
+                    "export: the bundle folder (default WORKDIR/export); evaluate with "
+                    "--model: the folder for results.json and panels.")
+flags.DEFINE_string("model", None, "evaluate/predict: an exported bundle; then neither "
+                    "--config nor --workdir is needed.")
 flags.DEFINE_bool("multihost", False,
                   "Call jax.distributed.initialize() first: auto-detected on SLURM, TPU "
                   "and cloud; give the three flags below anywhere else.")
@@ -19,7 +24,6 @@ flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (with -
 flags.DEFINE_integer("num_processes", None, "Number of processes (with --multihost).")
 flags.DEFINE_integer("process_id", None, "This process's index (with --multihost).")
 config_flags.DEFINE_config_file("config", None, "A configs/*.py file.", lock_config=True)
-flags.mark_flags_as_required(["config", "workdir"])
 
 FLAGS = flags.FLAGS
 
@@ -63,20 +67,42 @@ def main(argv):
     initialize_distributed()
   # Imported after jax.distributed.initialize, which must precede any other jax call.
   import jax  # pylint: disable=g-import-not-at-top
-  from instseg_jax import evaluate, predict, train, validate  # pylint: disable=g-import-not-at-top
-  config = FLAGS.config
+  from instseg_jax import evaluate, export, predict, train, validate  # pylint: disable=g-import-not-at-top
+  mode = FLAGS.mode
+  if mode == "predict" and (not FLAGS.input or not FLAGS.output):
+    fail("--mode=predict needs --input=IMAGE_OR_FOLDER and --output=FOLDER")
+  params = None
+  if FLAGS.model and mode in ("evaluate", "predict"):
+    try:
+      config, params = export.load_bundle(FLAGS.model)
+    except FileNotFoundError as error:
+      fail(str(error))
+    workdir = FLAGS.output if mode == "evaluate" else FLAGS.workdir
+    if mode == "evaluate" and not workdir:
+      fail("--mode=evaluate --model=BUNDLE needs --output=FOLDER for results.json and panels")
+  else:
+    if FLAGS.config is None or not FLAGS.workdir:
+      fail(f"--mode={mode} needs --config=configs/NAME.py and --workdir=DIR"
+           + (" (or --model=BUNDLE)" if mode in ("evaluate", "predict") else ""))
+    config, workdir = FLAGS.config, FLAGS.workdir
   try:
     validate.validate(config, num_devices=jax.device_count())
   except validate.ConfigError as error:
     fail(str(error))
-  if FLAGS.mode == "train":
-    train.train_and_evaluate(config, FLAGS.workdir)
-  elif FLAGS.mode == "evaluate":
-    evaluate.evaluate(config, FLAGS.workdir)
-  elif FLAGS.mode == "predict":
-    if not FLAGS.input or not FLAGS.output:
-      fail("--mode=predict needs --input=IMAGE_OR_FOLDER and --output=FOLDER")
-    predict.predict(config, FLAGS.workdir, FLAGS.input, FLAGS.output)
+  try:
+    if mode == "train":
+      train.train_and_evaluate(config, workdir)
+    elif mode == "evaluate":
+      evaluate.evaluate(config, workdir, params=params)
+    elif mode == "predict":
+      predict.predict(config, workdir, FLAGS.input, FLAGS.output, params=params)
+    elif mode == "export":
+      bundle = export.export(config, workdir, FLAGS.output or f"{workdir}/export")
+      print(f"exported to {bundle}; use it with --model={bundle}", flush=True)
+  except (FileNotFoundError, train.NonFiniteLossError) as error:
+    # Conditions the user can act on: no traceback, one line, a non-zero exit.
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,17 @@ def _write_metrics(workdir: str, step: int, metrics: dict[str, float]) -> None:
     f.write(json.dumps({"step": step, **metrics}) + "\n")
 
 
+def _raise_if_nonfinite(pending, fetched, checkpointer) -> None:
+  for (step, batch_ids, _), metrics in zip(pending, fetched):
+    if not metrics["finite"]:
+      checkpointer.wait()
+      raise NonFiniteLossError(
+          f"non-finite loss or gradient at step {step} (batch ids {batch_ids.tolist()} of "
+          f"this process); the last good checkpoint is step {checkpointer.latest_step()} "
+          f"in {checkpointer.directory}. Lower config.optim.learning_rate, or set "
+          "config.train.skip_nonfinite=True to skip such steps")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
   """Trains to config.train.num_steps (resuming from workdir), then evaluates.
 
@@ -117,7 +128,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
       batch = next(data_iterator)
       batch_ids = batch.pop("index")
       state, metrics = step_fn(state, parallel.global_batch(batch, mesh), step_rng)
-      pending.append(metrics)
+      pending.append((step + 1, batch_ids, metrics))
       bar.update(1)
       done = step + 1
       is_last = done == num_steps
@@ -125,14 +136,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
                    or requested["signal"])
       # Metrics are checked before every save so a non-finite state is never saved.
       if done % config.train.log_every == 0 or will_save:
-        fetched = parallel.to_host(pending)
+        fetched = parallel.to_host([m for _, _, m in pending])
+        if not config.train.skip_nonfinite:
+          _raise_if_nonfinite(pending, fetched, checkpointer)
         pending = []
-        if not all(m["finite"] for m in fetched) and not config.train.get("skip_nonfinite", False):
-          raise NonFiniteLossError(
-              f"non-finite loss or gradient at or before step {done} (batch ids "
-              f"{batch_ids.tolist()}); the last good checkpoint is step "
-              f"{checkpointer.latest_step()} in {checkpointer.directory}")
-        summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
+        # Skipped steps are counted, not averaged in.
+        finite = [m for m in fetched if m["finite"]] or fetched
+        summary = {k: float(np.mean([m[k] for m in finite])) for k in fetched[-1]}
         summary["skipped"] = float(sum(1 - m["finite"] for m in fetched))
         elapsed = time.perf_counter() - window_start
         summary["steps_per_second"] = len(fetched) / max(elapsed, 1e-9)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -86,29 +87,112 @@ def _main_command(workdir, data_dir, *extra):
           f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", *extra]
 
 
-def test_killed_after_first_checkpoint_resumes_to_the_final_step(tmp_path, data_dir):
-  workdir = str(tmp_path / "run")
-  args = ["--config.train.num_steps=100", "--config.train.checkpoint_every=10",
-          "--config.train.log_every=4"]
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
-  process = subprocess.Popen(_main_command(workdir, data_dir, *args), cwd=REPO, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  checkpoints = os.path.join(workdir, "checkpoints")
-  deadline = time.time() + 120
-  while time.time() < deadline and process.poll() is None:
-    if os.path.isdir(checkpoints) and any(name.isdigit() for name in os.listdir(checkpoints)):
-      break
-    time.sleep(0.2)
-  assert process.poll() is None, "the run ended before it could be killed"
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  killed_at = checkpoint.Checkpointer(workdir).latest_step()
-  assert killed_at is not None and killed_at < 100
+def _cli_env():
+  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
 
-  resumed = subprocess.run(_main_command(workdir, data_dir, *args), cwd=REPO, env=env,
+
+def _wait_for(predicate, process, timeout=120):
+  deadline = time.time() + timeout
+  while time.time() < deadline and process.poll() is None:
+    if predicate():
+      return True
+    time.sleep(0.01)
+  return False
+
+
+def _saving(checkpoints):
+  # orbax writes a step into "<step>.orbax-checkpoint-tmp..." and renames it when complete.
+  return os.path.isdir(checkpoints) and any("tmp" in n for n in os.listdir(checkpoints))
+
+
+def _params(workdir, data_dir):
+  from instseg_jax import evaluate  # pylint: disable=g-import-not-at-top
+  params = evaluate.load_params(_config(data_dir), workdir)
+  return [np.asarray(x) for x in jax.tree_util.tree_leaves(params)]
+
+
+STEPS = ["--config.train.num_steps=40", "--config.train.checkpoint_every=5",
+         "--config.train.log_every=5", "--config.data.num_eval_images=2"]
+
+
+def test_killed_during_saves_resumes_to_the_final_step(tmp_path, data_dir):
+  workdir = str(tmp_path / "run")
+  checkpoints = os.path.join(workdir, "checkpoints")
+  kills = 0
+  for _ in range(2):
+    process = subprocess.Popen(_main_command(workdir, data_dir, *STEPS), cwd=REPO,
+                               env=_cli_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    # SIGKILL while orbax is writing a checkpoint: the half-written step must be ignored.
+    if _wait_for(lambda: _saving(checkpoints), process):
+      process.send_signal(signal.SIGKILL)
+      kills += 1
+    process.wait()
+    latest = checkpoint.Checkpointer(workdir).latest_step()
+    assert latest is None or latest % 5 == 0
+  assert kills >= 1, "no run could be killed during a save"
+  resumed = subprocess.run(_main_command(workdir, data_dir, *STEPS), cwd=REPO, env=_cli_env(),
                            capture_output=True, text=True, timeout=300)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
-  assert f"resumed from step {killed_at}" in resumed.stdout
-  assert checkpoint.Checkpointer(workdir).latest_step() == 100
-  assert _read_metrics(workdir)[-1]["step"] == 100
+  assert checkpoint.Checkpointer(workdir).latest_step() == 40
+  assert _read_metrics(workdir)[-1]["step"] == 40
   assert "SBD " in resumed.stdout
+
+
+def test_sigterm_then_resume_matches_an_uninterrupted_run_bitwise(tmp_path, data_dir):
+  straight = str(tmp_path / "straight")
+  subprocess.run(_main_command(straight, data_dir, *STEPS), cwd=REPO, env=_cli_env(),
+                 check=True, capture_output=True, timeout=300)
+
+  interrupted = str(tmp_path / "interrupted")
+  checkpoints = os.path.join(interrupted, "checkpoints")
+  process = subprocess.Popen(_main_command(interrupted, data_dir, *STEPS), cwd=REPO,
+                             env=_cli_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True)
+  assert _wait_for(lambda: os.path.isdir(checkpoints) and "5" in os.listdir(checkpoints),
+                   process), "the run ended before it could be interrupted"
+  process.send_signal(signal.SIGTERM)
+  stdout, _ = process.communicate(timeout=120)
+  assert process.returncode == 0
+  assert "Stopped by SIGTERM" in stdout and "resume" in stdout
+  stopped_at = checkpoint.Checkpointer(interrupted).latest_step()
+  assert 5 <= stopped_at < 40
+
+  subprocess.run(_main_command(interrupted, data_dir, *STEPS), cwd=REPO, env=_cli_env(),
+                 check=True, capture_output=True, timeout=300)
+  for a, b in zip(_params(straight, data_dir), _params(interrupted, data_dir)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, data_dir):
+  config = _config(data_dir)
+  config.loss.embedding_weight = float("nan")
+  with pytest.raises(train.NonFiniteLossError, match=r"step 1 \(batch ids"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert checkpoint.Checkpointer(str(tmp_path)).latest_step() is None
+
+
+def test_non_finite_steps_can_be_skipped_and_counted(tmp_path, data_dir):
+  config = _config(data_dir)
+  config.loss.embedding_weight = float("nan")
+  config.train.skip_nonfinite = True
+  config.data.num_eval_images = 2
+  train.train_and_evaluate(config, str(tmp_path))
+  assert sum(r["skipped"] for r in _read_metrics(str(tmp_path))) == 6
+  params = _params(str(tmp_path), data_dir)
+  assert all(np.all(np.isfinite(p)) for p in params)
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--config.train.num_stepz=5", "num_steps"),
+    ("--config.train.num_steps=abc", "num_steps"),
+    ("--config.data.image_size=(30,31)", "stride"),
+    ("--config.model.name=resnet9000", "config.model.name"),
+])
+def test_config_mistakes_exit_2_with_one_line(tmp_path, flag, message):
+  result = subprocess.run(_main_command(str(tmp_path), str(tmp_path), flag), cwd=REPO,
+                          env=_cli_env(), capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2
+  lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert len(lines) == 1 and message in lines[0], result.stderr
+  assert "Traceback" not in result.stderr

@@ -1,7 +1,9 @@
 """Geometric and photometric augmentation of one example, in NumPy.
 
-An example is a dict with "image" float32 (H, W, 3) in [0, 1] and the label
-maps "instances" and "semantic", int32 (H, W); other keys pass through
+An example is a dict with "image" (H, W, 3), float32 in [0, 1] or uint8 as
+decoded (`resize` and `to_float` turn it into float32), and the label maps
+"instances" and "semantic", int32 (H, W) (negative values are an ignore label
+and move with the pixels like any other); other keys pass through
 untouched. Every geometric transform moves image and labels with the same
 pixel mapping (pixel centres at i + 0.5), the image interpolated bilinearly and
 the labels by nearest neighbour so no new ids appear. Randomness comes only
@@ -19,6 +21,9 @@ from PIL import Image
 Example = dict[str, np.ndarray]
 
 LABEL_KEYS = ("instances", "semantic")
+
+# How an image of any size becomes data.image_size (see `base_window`).
+SIZE_MODES = ("stretch", "fit", "native")
 
 
 def _with(example: Example, **updates: np.ndarray) -> Example:
@@ -140,8 +145,21 @@ def _warp(
   return _with(example, **updates)
 
 
+def to_float(example: Example) -> Example:
+  """A uint8 image becomes float32 in [0, 1]; a float image is kept."""
+  image = example["image"]
+  if image.dtype == np.uint8:
+    return _with(
+        example, image=image.astype(np.float32) * np.float32(1.0 / 255.0)
+    )
+  return example
+
+
 def resize(example: Example, *, size: Sequence[int]) -> Example:
-  """Resizes to `size` = (H, W): image bilinear, antialiased; labels nearest."""
+  """Resizes to `size` = (H, W): image bilinear, antialiased; labels nearest.
+
+  The resized image is float32 (a uint8 image is scaled to [0, 1]).
+  """
   out_h, out_w = int(size[0]), int(size[1])
   image = example["image"]
   height, width = image.shape[:2]
@@ -149,17 +167,23 @@ def resize(example: Example, *, size: Sequence[int]) -> Example:
     return example
   # Pillow's bilinear widens its kernel when shrinking, which avoids the
   # aliasing a plain 2x2 bilinear tap would give on large inputs (CVPPP, COCO).
-  channels = [
-      np.asarray(
-          Image.fromarray(
-              np.ascontiguousarray(image[..., c], dtype=np.float32)
-          ).resize(
-              (out_w, out_h), Image.Resampling.BILINEAR
-          )
-      )
-      for c in range(image.shape[-1])
-  ]
-  updates = {"image": np.stack(channels, axis=-1).astype(image.dtype)}
+  if image.dtype == np.uint8 and image.shape[-1] == 3:
+    # One pass over packed RGB bytes is several times faster than three float
+    # planes; the output is float anyway.
+    resized = Image.fromarray(np.ascontiguousarray(image)).resize(
+        (out_w, out_h), Image.Resampling.BILINEAR
+    )
+    resized = np.asarray(resized, np.float32) * np.float32(1.0 / 255.0)
+  else:
+    resized = np.stack([
+        np.asarray(
+            Image.fromarray(
+                np.ascontiguousarray(image[..., c], dtype=np.float32)
+            ).resize((out_w, out_h), Image.Resampling.BILINEAR)
+        )
+        for c in range(image.shape[-1])
+    ], axis=-1).astype(np.float32)
+  updates = {"image": resized}
   # Same centre convention as Pillow: output centre j + 0.5 maps to source
   # (j + 0.5) * scale, and the label is that of the pixel containing it.
   rows = ((np.arange(out_h) + 0.5) * height / out_h).astype(int)
@@ -201,38 +225,104 @@ def crop_or_pad(
   return _with(example, **updates)
 
 
+def base_window(
+    in_shape: Sequence[int], size: Sequence[int], mode: str
+) -> tuple[float, float]:
+  """The (height, width) of the source window shown at `size` at zoom 1.
+
+  Args:
+    in_shape: (H, W) of the image.
+    size: (H, W) of the output.
+    mode: "stretch": the whole image, each axis scaled on its own (aspect
+      ratio not kept); "fit": the whole image scaled by one factor so that it
+      fits, the rest padded; "native": a window of `size` pixels at the
+      image's own scale (cropped, or padded where the image is smaller).
+
+  Raises:
+    ValueError: an unknown mode.
+  """
+  in_h, in_w = float(in_shape[0]), float(in_shape[1])
+  out_h, out_w = float(size[0]), float(size[1])
+  if mode == "stretch":
+    return in_h, in_w
+  if mode == "fit":
+    scale = max(in_h / out_h, in_w / out_w)
+    return out_h * scale, out_w * scale
+  if mode == "native":
+    return out_h, out_w
+  raise ValueError(f"size mode {mode!r} is not one of {SIZE_MODES}")
+
+
 def random_scale_crop(
     example: Example,
     rng: np.random.Generator,
     *,
     size: Sequence[int],
     scale_range: tuple[float, float] = (0.75, 1.33),
+    mode: str = "stretch",
     label_fill: int = 0,
     image_fill: float = 0.0,
 ) -> Example:
   """Zooms by a random factor, cuts a random window and resizes it to `size`.
 
-  Zoom 1 is a plain resize of the whole image to `size`; zoom z > 1 shows a
-  random window 1/z of the image's height and width; z < 1 shows the whole
-  image shrunk, at a random place, in a filled frame.
+  Zoom 1 shows the `base_window` of `mode` (in "stretch" mode: the whole
+  image resized to `size`); zoom z > 1 shows a random window 1/z of that in
+  height and width; z < 1 a window z times larger, the image at a random
+  place in it where it is the smaller of the two.
 
   Args:
     example: the example.
     rng: the random generator.
     size: (H, W) of the output.
     scale_range: (min, max) zoom, drawn log-uniformly.
+    mode: one of SIZE_MODES, see `base_window`.
     label_fill: label of pixels outside the image.
     image_fill: image value of pixels outside the image.
   """
   lo, hi = scale_range
   zoom = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
   in_h, in_w = example["image"].shape[:2]
-  win_h = max(1, int(round(in_h / zoom)))
-  win_w = max(1, int(round(in_w / zoom)))
+  base_h, base_w = base_window((in_h, in_w), size, mode)
+  win_h = max(1, int(round(base_h / zoom)))
+  win_w = max(1, int(round(base_w / zoom)))
   # Uniform over all placements, whether the window is inside the image
   # (zoom in) or the image inside the window (zoom out).
   top = int(rng.integers(min(0, in_h - win_h), max(0, in_h - win_h) + 1))
   left = int(rng.integers(min(0, in_w - win_w), max(0, in_w - win_w) + 1))
+  example = crop_or_pad(
+      example,
+      top=top,
+      left=left,
+      height=win_h,
+      width=win_w,
+      label_fill=label_fill,
+      image_fill=image_fill,
+  )
+  return resize(example, size=size)
+
+
+def fixed_window(
+    example: Example,
+    *,
+    size: Sequence[int],
+    mode: str = "stretch",
+    label_fill: int = 0,
+    image_fill: float = 0.0,
+) -> Example:
+  """The deterministic counterpart of `random_scale_crop`, for evaluation.
+
+  "stretch" resizes the whole image; "fit" scales it to fit and pads at the
+  bottom and right; "native" takes the central `size` window, padded evenly
+  where the image is smaller.
+  """
+  in_h, in_w = example["image"].shape[:2]
+  if mode == "stretch":
+    return resize(example, size=size)
+  win_h, win_w = (max(1, int(round(v)))
+                  for v in base_window((in_h, in_w), size, mode))
+  top = left = 0
+  if mode == "native":
+    top, left = (in_h - win_h) // 2, (in_w - win_w) // 2
   example = crop_or_pad(
       example,
       top=top,
@@ -251,13 +341,23 @@ def color_jitter(
     *,
     brightness: float = 0.2,
     contrast: float = 0.2,
+    saturation: float = 0.0,
 ) -> Example:
-  """Shifts brightness by U(-b, b) and scales contrast by U(1-c, 1+c)."""
-  image = example["image"]
+  """Random brightness, contrast and saturation.
+
+  Brightness is shifted by U(-b, b), contrast scaled by U(1 - c, 1 + c) about
+  the image mean, saturation by U(1 - s, 1 + s) about each pixel's grey
+  value. saturation=0 draws no number, so older random streams stay the same.
+  """
+  image = to_float(example)["image"]
   delta = rng.uniform(-brightness, brightness)
   factor = rng.uniform(1.0 - contrast, 1.0 + contrast)
   mean = image.mean()
   image = (image - mean) * factor + mean + delta
+  if saturation > 0:
+    grey = image.mean(axis=-1, keepdims=True)
+    image = grey + (image - grey) * rng.uniform(1.0 - saturation,
+                                                1.0 + saturation)
   return _with(example, image=np.clip(image, 0.0, 1.0).astype(np.float32))
 
 
@@ -299,10 +399,20 @@ def relabel_consecutive(instances: np.ndarray) -> tuple[np.ndarray, int]:
   Returns:
     The renumbered int32 map and N.
   """
-  ids = np.unique(instances)
-  ids = ids[ids > 0]
+  instances = np.asarray(instances)
+  positive = instances > 0
+  top = int(instances.max(initial=0))
+  if top < (1 << 20):
+    # A presence table and its running count: linear, unlike np.unique's sort.
+    present = np.zeros(top + 1, np.int32)
+    present[instances[positive]] = 1
+    lookup = np.cumsum(present, dtype=np.int32)
+    relabelled = np.where(positive, lookup[np.where(positive, instances, 0)],
+                          instances)
+    return relabelled.astype(np.int32), int(lookup[-1])
+  ids = np.unique(instances[positive])
   lookup = np.searchsorted(ids, instances) + 1
-  relabelled = np.where(instances > 0, lookup, instances).astype(np.int32)
+  relabelled = np.where(positive, lookup, instances).astype(np.int32)
   return relabelled, int(ids.size)
 
 
@@ -311,24 +421,52 @@ def augment(
     rng: np.random.Generator,
     *,
     size: Sequence[int],
+    mode: str = "stretch",
     max_degrees: float = 15.0,
     scale_range: tuple[float, float] = (0.75, 1.33),
+    hflip: bool = True,
+    vflip: bool = True,
+    rot90: bool = True,
     brightness: float = 0.2,
     contrast: float = 0.2,
+    saturation: float = 0.0,
     label_fill: int = 0,
 ) -> Example:
-  """The training augmentation: rot90, flips, scale-crop, rotation, jitter.
+  """The training augmentation: scale-crop, rot90, flips, rotation, jitter.
 
-  The cheap index-only transforms run first on the full image; the scale-crop
-  brings it to `size` before the per-pixel rotation so that costs O(size).
+  The scale-crop runs first and brings any image to `size`, so every later
+  transform costs O(size) whatever the size of the stored image; flipping or
+  rotating by 90 degrees after a random crop gives the same distribution as
+  before it.
+
+  Args:
+    example: the decoded example (uint8 or float image).
+    rng: the random generator.
+    size: (H, W) of the output.
+    mode: how the image maps to `size` at zoom 1, see `base_window`.
+    max_degrees: small-angle rotation drawn from [-x, x]; 0 = off.
+    scale_range: (min, max) zoom of the scale-crop.
+    hflip: random left-right flips.
+    vflip: random up-down flips.
+    rot90: random multiples of 90 degrees (only 0 or 180 when `size` is not
+      square).
+    brightness: see `color_jitter`.
+    contrast: see `color_jitter`.
+    saturation: see `color_jitter`.
+    label_fill: label of pixels from outside the image.
   """
-  square = size[0] == size[1]
-  example = random_rot90(example, rng, keep_shape=not square)
-  example = random_flip(example, rng)
   example = random_scale_crop(
-      example, rng, size=size, scale_range=scale_range, label_fill=label_fill
+      example, rng, size=size, scale_range=scale_range, mode=mode,
+      label_fill=label_fill,
   )
+  example = to_float(example)
+  if rot90:
+    example = random_rot90(example, rng, keep_shape=True)
+  example = random_flip(example, rng, horizontal=hflip, vertical=vflip)
   example = random_rotate(
       example, rng, max_degrees=max_degrees, label_fill=label_fill
   )
-  return color_jitter(example, rng, brightness=brightness, contrast=contrast)
+  return color_jitter(
+      example, rng, brightness=brightness, contrast=contrast,
+      saturation=saturation,
+  )

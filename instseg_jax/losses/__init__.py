@@ -78,7 +78,8 @@ def total_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
   embedding_loss, aux = discriminative_loss(
       outputs["embedding"], batch["instances"], semantic_labels=semantic_labels, **options)
   sem_loss = semantic_loss(
-      outputs["semantic_logits"], batch["semantic"], ignore_label=loss_cfg.get("ignore_label", None),
+      outputs["semantic_logits"], batch["semantic"],
+      ignore_label=loss_cfg.get("ignore_label", None),
       dice_weight=loss_cfg.get("dice_weight", 0.0))
   loss = loss_cfg.embedding_weight * embedding_loss + loss_cfg.semantic_weight * sem_loss
   metrics = {

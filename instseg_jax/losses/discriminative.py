@@ -91,6 +91,7 @@ class _Options:
   # "auto": decide in the program (lax.cond); "fast" / "sort": decided on the host from concrete
   # labels, so the program holds only the path it needs.
   relabel: str = "auto"
+  num_chunks: int = 1  # sequential chunks of the pixel passes (`_num_chunks`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,6 +281,9 @@ def discriminative_loss(
       ignore_label=None if ignore_label is None else int(ignore_label),
       background_as_instance=bool(background_as_instance),
       num_classes=None if num_classes is None else int(num_classes),
+      num_chunks=_num_chunks(
+          embeddings.shape[0], math.prod(labels.shape[1:]), embeddings.shape[-1],
+          jnp.dtype(jnp.promote_types(embeddings.dtype, jnp.float32)).itemsize),
   )
   if not _is_traced(labels) and (semantic_labels is None or not _is_traced(semantic_labels)):
     check_max_instances(labels, max_instances, semantic_labels=semantic_labels,
@@ -328,15 +332,11 @@ def _discriminative_loss(embeddings: jax.Array, labels: jax.Array,
   classes = None
   if semantic_labels is not None:
     classes = semantic_labels.reshape(batch, -1).astype(jnp.int32)
-  num_pixels = x.shape[1]
   k = opts.max_instances + 1
 
   slots, overflow = _assign_slots(ids, classes, opts)
-  ctype = jnp.promote_types(x.dtype, jnp.float32)
-  spec = _PullSpec(
-      num_slots=k + 1, distance=opts.pull_distance, error=opts.pull_error,
-      margin=opts.pull_margin,
-      num_chunks=_num_chunks(batch, num_pixels, dim, jnp.dtype(ctype).itemsize))
+  spec = _PullSpec(num_slots=k + 1, distance=opts.pull_distance, error=opts.pull_error,
+                   margin=opts.pull_margin, num_chunks=opts.num_chunks)
   counts, means, pull_sums = _pull_statistics(x, slots, spec)
   counts, means, pull_sums = counts[:, :k], means[:, :k], pull_sums[:, :k]
 
@@ -701,7 +701,8 @@ def _pull_statistics_fwd(x, slots, spec):
 
 def _pull_statistics_bwd(spec, residuals, cotangents):
   # x_i enters its slot's mean (weight 1/n) and its own pull error, which also depends on the mean:
-  #   dL/dx_i = g_E * e_i' + (g_mu - g_E * sum_{j in slot} e_j') / n,   e_i' = d err_i / d(x_i - mu).
+  #   dL/dx_i = g_E * e_i' + (g_mu - g_E * sum_{j in slot} e_j') / n,
+  # with e_i' = d err_i / d(x_i - mu) = scale_i * direction(x_i - mu).
   # The counts are piecewise constant in x, so their cotangent contributes nothing.
   x, flat_slots, counts, means, grad_sums, scale = residuals
   _, g_means, g_pull = cotangents
