@@ -30,12 +30,30 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.aug_scale_range = (0.75, 1.33)  # zoom range of the random scale-crop; (1, 1) = plain resize
   config.data.aug_brightness = 0.2      # colour jitter: brightness shift drawn from [-x, x]
   config.data.aug_contrast = 0.2        # colour jitter: contrast factor drawn from [1 - x, 1 + x]
+  config.data.aug_saturation = 0.0      # colour jitter: saturation factor drawn from [1 - x, 1 + x]; 0 = off
+  config.data.aug_hflip = True          # random left-right flips
+  config.data.aug_vflip = True          # random up-down flips (off for street scenes)
+  config.data.aug_rot90 = True          # random multiples of 90 degrees (0/180 only for non-square image_size)
+  config.data.size_mode = "stretch"     # "stretch" whole image to image_size | "fit" keep aspect, pad | "native" crop at own scale
+  config.data.ignore_label = -1         # label of pixels the losses skip (VOC void, COCO crowd); must be negative
+  config.data.ignore_padding = False    # pixels from outside the image (padding, rotation corners) get ignore_label, not 0
+  config.data.validation_fraction = 0.2  # held out as "validation" from data without such a split (cvppp, instance_folder)
+  config.data.skip_bad_examples = False  # skip bad files / images over max_instances with a warning instead of failing
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "unet"            # a key of instseg_jax.models.MODELS
   config.model.features = (16, 32, 64, 128)
   config.model.embedding_dim = 8
   config.model.dtype = "float32"
+  config.model.norm = "group"           # "group" (GroupNorm) | "affine" (frozen-BatchNorm style; for pretrained ResNets)
+  config.model.coord_conv = False       # append (y, x, r) coordinate channels to the input (CoordConv)
+  config.model.position_encoding = "none"  # added to the embeddings: "none" | "xy" (semi-convolutional) | "sine"
+  config.model.context_features = 0     # units per direction of a bi-LSTM context sweep before the embedding head; 0 = off
+  config.model.cell = "lstm"            # recurrent cell of ReSeg's ReNet layers and the context sweep: "lstm" | "gru"
+  config.model.remat = False            # recompute recurrent sweeps in the backward pass (less memory, more time)
+  config.model.counter = False          # predict "count" = instance count / max_instances from the deepest features
+  config.model.resnet_blocks = (2, 2, 2, 2)  # deeplabv3: residual blocks per stage ((3, 4, 6, 3) = ResNet-34)
+  config.model.pretrained = ""          # local torch state_dict for the encoder (reseg: VGG-16, deeplabv3: ResNet); "" = none
 
   config.loss = ml_collections.ConfigDict()
   config.loss.delta_v = 0.5
@@ -66,6 +84,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.cluster = ml_collections.ConfigDict()
   config.cluster.method = "meanshift"
   config.cluster.bandwidth = 1.0        # about 2 * delta_v: the radius of one instance's pixels
+  config.cluster.num_clusters = 0       # kmeans: instances per image; 0 = the counter head's prediction
   config.cluster.min_size = 0           # instances smaller than this many pixels are dropped
   config.cluster.fg_threshold = 0.5     # foreground probability above which a pixel is clustered
 

@@ -44,12 +44,17 @@ def make_segmenter(config: ml_collections.ConfigDict):
   model = models.create_model(config)
   predict = jax.jit(functools.partial(
       train_step.predict_step, apply_fn=model.apply,
-      fg_threshold=config.cluster.fg_threshold))
+      fg_threshold=config.cluster.fg_threshold),
+      compiler_options=models.compiler_options())
+  options = cluster_options(config)
+  use_predicted_count = options["method"] == "kmeans" and not options.get("num_clusters")
 
   def segment(params, images: np.ndarray):
     outputs = predict(params, images)
-    labels = cluster_lib.cluster(
-        outputs["embedding"], outputs["mask"], **cluster_options(config))
+    if use_predicted_count:
+      # The counter head predicts count / max_instances.
+      options["num_clusters"] = np.asarray(outputs["count"]) * config.data.max_instances
+    labels = cluster_lib.cluster(outputs["embedding"], outputs["mask"], **options)
     return np.asarray(labels, np.int32), outputs
 
   return segment
@@ -109,7 +114,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, params=None,
       images = np.stack([e["image"] for e in batch])
       labels, _ = segment(params, images)
       for example, predicted in zip(batch, labels):
-        accumulator.add(example["id"], predicted, example["instances"])
+        # Negative ground truth (config.data.ignore_label) is scored as neither.
+        accumulator.add(example["id"], predicted, example["instances"],
+                        ignore=np.asarray(example["instances"]) < 0)
         if len(panels) < config.eval.num_panels:
           panels.append(viz.panel(example["image"], predicted, example["instances"]))
       bar.update(len(batch))

@@ -8,7 +8,7 @@ from absl import logging
 from ml_collections import config_flags
 
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and pictures.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export"],
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export", "inspect"],
                   "train (then evaluate), evaluate a checkpoint, predict images, or export "
                   "the latest checkpoint as a bundle.")
 flags.DEFINE_string("input", None, "predict: an image file or a folder of images.")
@@ -67,7 +67,7 @@ def main(argv):
     initialize_distributed()
   # Imported after jax.distributed.initialize, which must precede any other jax call.
   import jax  # pylint: disable=g-import-not-at-top
-  from instseg_jax import evaluate, export, predict, train, validate  # pylint: disable=g-import-not-at-top
+  from instseg_jax import data, evaluate, export, predict, train, validate  # pylint: disable=g-import-not-at-top
   mode = FLAGS.mode
   if mode == "predict" and (not FLAGS.input or not FLAGS.output):
     fail("--mode=predict needs --input=IMAGE_OR_FOLDER and --output=FOLDER")
@@ -96,10 +96,15 @@ def main(argv):
       evaluate.evaluate(config, workdir, params=params)
     elif mode == "predict":
       predict.predict(config, workdir, FLAGS.input, FLAGS.output, params=params)
+    elif mode == "inspect":
+      from instseg_jax.data import inspect as data_inspect  # pylint: disable=g-import-not-at-top
+      data_inspect.inspect(config, workdir)
     elif mode == "export":
       bundle = export.export(config, workdir, FLAGS.output or f"{workdir}/export")
       print(f"exported to {bundle}; use it with --model={bundle}", flush=True)
-  except (FileNotFoundError, train.NonFiniteLossError) as error:
+  except validate.ConfigError as error:
+    fail(str(error))
+  except (FileNotFoundError, train.NonFiniteLossError, data.DataError) as error:
     # Conditions the user can act on: no traceback, one line, a non-zero exit.
     print(f"error: {error}", file=sys.stderr, flush=True)
     sys.exit(1)

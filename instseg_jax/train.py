@@ -18,6 +18,7 @@ from instseg_jax import models
 from instseg_jax import parallel
 from instseg_jax import state as state_lib
 from instseg_jax import train_step as train_step_lib
+from instseg_jax import validate
 from instseg_jax.data import pipeline
 
 
@@ -78,6 +79,21 @@ def _raise_if_nonfinite(pending, fetched, checkpointer) -> None:
           "config.train.skip_nonfinite=True to skip such steps")
 
 
+def _with_pretrained_encoder(state: state_lib.TrainState, config: ml_collections.ConfigDict,
+                             sharding) -> state_lib.TrainState:
+  """A fresh state whose encoder holds the weights of config.model.pretrained.
+
+  Only for a fresh start: a resumed run has its trained weights in the checkpoint.
+  """
+  try:
+    params = models.load_pretrained(jax.device_get(state.params), config)
+  except (ImportError, ValueError) as error:
+    raise validate.ConfigError(f"config.model.pretrained={config.model.pretrained!r}: {error}"
+                               ) from error
+  fresh = state_lib.TrainState.create(apply_fn=state.apply_fn, params=params, tx=state.tx)
+  return jax.device_put(fresh, sharding)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
   """Trains to config.train.num_steps (resuming from workdir), then evaluates.
 
@@ -109,12 +125,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   if checkpointer.latest_step() is not None:
     state = checkpointer.restore(checkpoint.abstract_like(state, replicated), data_iterator)
     say(f"resumed from step {int(state.step)} in {checkpointer.directory}")
+  elif config.model.get("pretrained", ""):
+    state = _with_pretrained_encoder(state, config, replicated)
+    say(f"encoder weights from {config.model.pretrained}")
 
   step_fn = jax.jit(
       functools.partial(train_step_lib.train_step, config=config),
       in_shardings=(replicated, parallel.batch_sharded(mesh), replicated),
       out_shardings=(replicated, replicated),
-      donate_argnums=0)
+      donate_argnums=0,
+      compiler_options=models.compiler_options())
 
   start_step = int(state.step)
   num_steps = config.train.num_steps

@@ -3,6 +3,8 @@
 Each problem is reported as one ConfigError whose message names the field and the fix.
 """
 
+import os
+
 import ml_collections
 
 
@@ -38,6 +40,18 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
   _choice(config, "model.name", models.MODELS)
   _choice(config, "model.dtype", models.DTYPES)
   _choice(config, "cluster.method", cluster.METHODS)
+  model_choices = {"norm": models.layers.NORMS, "cell": tuple(models.renet.GATES),
+                   "position_encoding": models.layers.POSITION_ENCODINGS}
+  for field, choices in model_choices.items():
+    if field in config.model:
+      _choice(config, f"model.{field}", choices)
+  if (config.cluster.method == "kmeans" and not config.cluster.get("num_clusters", 0)
+      and not config.model.get("counter", False)):
+    raise ConfigError("config.cluster.method='kmeans' needs config.cluster.num_clusters > 0 "
+                      "or config.model.counter=True to predict the count")
+  pretrained = config.model.get("pretrained", "")
+  if pretrained and not os.path.isfile(pretrained):
+    raise ConfigError(f"config.model.pretrained={pretrained!r}: no such file")
   _choice(config, "optim.name", ("adam", "adamw", "sgd"))
   _choice(config, "optim.schedule", ("constant", "cosine"))
   preset = config.loss.get("preset", "")

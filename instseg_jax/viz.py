@@ -24,10 +24,15 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
   return (np.asarray(rgb) * 255).astype(np.uint8)
 
 
+IGNORED_GREY = np.array([128, 128, 128], np.uint8)
+
+
 def colorize(labels: np.ndarray) -> np.ndarray:
-  """(H,W) int labels -> (H,W,3) uint8 colours."""
+  """(H,W) int labels -> (H,W,3) uint8 colours; negative (ignored) labels are grey."""
   labels = np.asarray(labels)
-  return label_colors(int(labels.max(initial=0)))[labels]
+  colors = label_colors(int(labels.max(initial=0)))[np.maximum(labels, 0)]
+  colors[labels < 0] = IGNORED_GREY
+  return colors
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

@@ -148,6 +148,15 @@ def _assert_aligned(out, *, source_shape, tolerance=0.5, margin=3):
         ("scale_crop", lambda e, r: transforms.random_scale_crop(
             e, r, size=(32, 32), scale_range=(0.7, 1.5)), 0.5),
         ("pad", lambda e, r: transforms.pad_to(e, shape=(48, 64)), 0.5),
+        ("fit", lambda e, r: transforms.fixed_window(
+            e, size=(32, 32), mode="fit"), 0.5),
+        ("native", lambda e, r: transforms.fixed_window(
+            e, size=(32, 32), mode="native"), 0.5),
+        # Zoomed in only, so enough of the image stays in the frame.
+        ("scale_crop_fit", lambda e, r: transforms.random_scale_crop(
+            e, r, size=(32, 32), mode="fit", scale_range=(1.0, 1.5)), 0.5),
+        ("scale_crop_native", lambda e, r: transforms.random_scale_crop(
+            e, r, size=(24, 24), mode="native"), 0.5),
         # Same shape and no zoom: scale-crop is the identity, rotation exact.
         ("augment_same_size", lambda e, r: transforms.augment(
             e, r, size=(40, 56), scale_range=(1.0, 1.0), brightness=0.0,
@@ -184,6 +193,57 @@ def test_relabel_consecutive():
   relabelled, count = transforms.relabel_consecutive(labels)
   np.testing.assert_array_equal(relabelled, [[0, 2, 2], [1, 0, 3]])
   assert count == 3
+  # The ignore label (negative) is kept; huge ids take the sorting path.
+  labels = np.array([[-1, 9, 0], [2**30, -1, 9]])
+  relabelled, count = transforms.relabel_consecutive(labels)
+  np.testing.assert_array_equal(relabelled, [[-1, 1, 0], [2, -1, 1]])
+  assert count == 2
+
+
+def test_base_window_and_fixed_window_shapes():
+  assert transforms.base_window((100, 50), (32, 32), "stretch") == (100, 50)
+  assert transforms.base_window((100, 50), (32, 32), "fit") == (100, 100)
+  assert transforms.base_window((100, 50), (32, 64), "native") == (32, 64)
+  with pytest.raises(ValueError, match="sideways"):
+    transforms.base_window((10, 10), (8, 8), "sideways")
+  example = _coordinate_example(20, 10)
+  fit = transforms.fixed_window(example, size=(8, 8), mode="fit",
+                                label_fill=-1)
+  # 20x10 fits as 8x4 in the top-left corner; the rest is filled.
+  assert (fit["instances"][:, 4:] == -1).all()
+  assert (fit["instances"][:, :4] > 0).all()
+  native = transforms.fixed_window(example, size=(8, 16), mode="native")
+  # The central 8 rows, padded by 3 columns on each side.
+  assert (native["instances"][:, :3] == 0).all()
+  np.testing.assert_array_equal(native["instances"][:, 3:13],
+                                example["instances"][6:14])
+
+
+def test_uint8_images_resize_like_float_ones():
+  rng = np.random.default_rng(0)
+  image = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+  labels = np.zeros((30, 40), np.int32)
+  as_uint8 = transforms.resize({"image": image, "instances": labels},
+                               size=(17, 23))
+  as_float = transforms.resize(
+      {"image": image / np.float32(255), "instances": labels}, size=(17, 23))
+  assert as_uint8["image"].dtype == np.float32
+  np.testing.assert_allclose(as_uint8["image"], as_float["image"], atol=1e-2)
+
+
+def test_saturation_jitter_keeps_grey_grey():
+  grey = {"image": np.full((4, 4, 3), 0.5, np.float32)}
+  colour = {"image": np.stack([np.full((4, 4), v, np.float32)
+                               for v in (0.2, 0.5, 0.8)], -1)}
+  rng = np.random.default_rng(3)
+  out = transforms.color_jitter(grey, rng, brightness=0.0, contrast=0.0,
+                                saturation=0.5)
+  np.testing.assert_allclose(out["image"], 0.5, atol=1e-6)
+  out = transforms.color_jitter(colour, rng, brightness=0.0, contrast=0.0,
+                                saturation=0.5)
+  spread = np.ptp(out["image"], axis=-1)
+  assert not np.allclose(spread, 0.6) and np.allclose(out["image"].mean(-1),
+                                                      0.5, atol=1e-6)
 
 
 def test_train_batches_have_shapes_and_dtypes(data_dir):

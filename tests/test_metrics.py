@@ -281,3 +281,16 @@ def test_contingency_is_fast_on_large_maps():
   table = cvppp.contingency_table(labels, labels)
   assert table.shape == (400, 400)
   assert np.count_nonzero(table - np.diag(np.diag(table))) == 0
+
+
+def test_ignored_ground_truth_is_grey_in_pictures_and_left_out_of_the_scores():
+  from instseg_jax import viz  # pylint: disable=g-import-not-at-top
+  from instseg_jax.metrics import aggregation  # pylint: disable=g-import-not-at-top
+  gt = np.array([[1, 1, -1], [0, 0, -1]])
+  colours = viz.colorize(gt)
+  assert (colours[:, 2] == viz.IGNORED_GREY).all() and (colours[1, :2] == 0).all()
+  assert colours[0, 0].any() and not (colours[0, 0] == viz.IGNORED_GREY).all()
+  pred = np.array([[1, 1, 2], [0, 0, 2]])  # an extra instance only on ignored pixels
+  accumulator = aggregation.MetricAccumulator()
+  record = accumulator.add("a", pred, gt, ignore=gt < 0)
+  assert record["SBD"] == pytest.approx(1.0) and record["DiC"] == 0

@@ -1,6 +1,6 @@
 """Data: TFDS builders write array_record files; grain reads and augments."""
 
-from instseg_jax.data.builders import BUILDERS, get_builder
+from instseg_jax.data.builders import BUILDERS, DataError, get_builder
 from instseg_jax.data.pipeline import (
     checkpoint_args,
     eval_batches,
@@ -12,6 +12,7 @@ from instseg_jax.data.pipeline import (
 
 __all__ = [
     "BUILDERS",
+    "DataError",
     "checkpoint_args",
     "eval_batches",
     "eval_examples",

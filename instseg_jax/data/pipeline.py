@@ -15,6 +15,11 @@ with `grain.checkpoint.CheckpointSave(it)` / `CheckpointRestore(it)`, see
 Every random choice (shuffle order, augmentation) is a function of the seed and
 the element's position in the stream, so a restored iterator yields exactly
 the batches the interrupted one would have.
+
+Labels: stored 65535 ("ignore": VOC boundaries, COCO crowds, Cityscapes
+groups) becomes config.data.ignore_label (negative, -1 by default), which the
+discriminative and semantic losses leave out; so do pixels from outside the
+image (padding, rotation corners) when config.data.ignore_padding is set.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from collections.abc import Iterator, Sequence
 import functools
 from typing import Any
 
+from absl import logging
 import grain
 import ml_collections
 import numpy as np
@@ -30,8 +36,12 @@ import tensorflow_datasets as tfds
 
 from instseg_jax.data import builders
 from instseg_jax.data import transforms
+from instseg_jax.data.builders import files
 
 Batch = dict[str, np.ndarray]
+
+# How many offending files an error message lists before "and N more".
+_NAMED_IN_ERRORS = 5
 
 
 def _resolve_data_dir(config: ml_collections.ConfigDict, data_dir: str | None):
@@ -49,7 +59,8 @@ def prepare(
 
   Args:
     config: the experiment config; uses data.name, data.builder_config,
-      data.manual_dir and data.data_dir.
+      data.manual_dir, data.data_dir, data.validation_fraction and
+      data.skip_bad_examples.
     data_dir: overrides config.data.data_dir.
 
   Returns:
@@ -57,12 +68,15 @@ def prepare(
 
   Raises:
     ValueError: config.data.name is not a known data set.
+    builders.DataError: a bad input file or folder (the message names it).
   """
   builder = builders.get_builder(
       config.data.name,
       data_dir=_resolve_data_dir(config, data_dir),
       config=config.data.get("builder_config") or None,
       manual_dir=config.data.get("manual_dir") or None,
+      validation_fraction=config.data.get("validation_fraction", None),
+      skip_bad_examples=config.data.get("skip_bad_examples", None),
   )
   builder.download_and_prepare(
       file_format="array_record",
@@ -73,18 +87,94 @@ def prepare(
   return builder
 
 
-def _data_source(
-    config: ml_collections.ConfigDict, *, data_dir: str | None, split: str
-):
-  return prepare(config, data_dir=data_dir).as_data_source(split=split)
+def split_stats(
+    builder: tfds.core.DatasetBuilder, split: str
+) -> dict[str, list] | None:
+  """Per-example facts the builder stored for `split`, or None.
+
+  A dict with "num_instances" and "image_sizes" (one entry per record, in
+  record order) and "skipped" (messages of the files left out as bad).
+  """
+  metadata = builder.info.metadata
+  if metadata is None or "splits" not in metadata:
+    return None
+  return metadata["splits"].get(split)
+
+
+class _Subset:
+  """The records of a data source at the given indices (a grain source)."""
+
+  def __init__(self, source, indices: Sequence[int]):
+    self._source = source
+    self.indices = np.asarray(indices, np.int64)
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index: int):
+    return self._source[int(self.indices[index])]
+
+
+def _record_name(record: dict[str, Any]) -> str:
+  name = record.get("file_name", record.get("id", b"?"))
+  return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def usable_indices(
+    config: ml_collections.ConfigDict,
+    builder: tfds.core.DatasetBuilder,
+    source,
+    *,
+    split: str,
+) -> np.ndarray:
+  """Record indices of `split` that have at most data.max_instances instances.
+
+  Checked from the instance counts the builder stored, before any batch is
+  made, so an image the loss cannot hold stops the run at once rather than
+  hours in.
+
+  Raises:
+    builders.DataError: some records have too many instances and
+      data.skip_bad_examples is off; the message names their files.
+  """
+  everything = np.arange(len(source))
+  stats = split_stats(builder, split)
+  counts = None if stats is None else stats.get("num_instances")
+  if counts is None or len(counts) != len(source):
+    return everything
+  counts = np.asarray(counts, np.int64)
+  limit = int(config.data.max_instances)
+  over = np.flatnonzero(counts > limit)
+  if not over.size:
+    return everything
+  named = ", ".join(
+      f"{_record_name(source[int(i)])} ({counts[i]})"
+      for i in over[:_NAMED_IN_ERRORS]
+  )
+  more = over.size - _NAMED_IN_ERRORS
+  named += f" and {more} more" if more > 0 else ""
+  message = (
+      f"{over.size} of {len(source)} examples of split {split!r} have more "
+      f"instances than config.data.max_instances={limit}: {named}"
+  )
+  if not config.data.get("skip_bad_examples", False):
+    raise builders.DataError(
+        f"{message}. Raise config.data.max_instances to at least "
+        f"{counts.max()} or set config.data.skip_bad_examples=True to leave "
+        "them out."
+    )
+  logging.warning("%s; left out (config.data.skip_bad_examples=True).",
+                  message)
+  return np.flatnonzero(counts <= limit)
 
 
 def _attach_index(
-    index: int, record: dict[str, Any], *, num_records: int
+    index: int, record: dict[str, Any], *, record_indices: np.ndarray
 ) -> dict[str, Any]:
   # Grain hands the position in the repeated stream to index-aware maps even
-  # when they sit upstream of `repeat`; the record index is that modulo.
-  return {**record, "index": index % num_records}
+  # when they sit upstream of `repeat`; the record is that modulo the source
+  # length, and its index in the split is looked up for subsets.
+  return {**record, "index": record_indices[index % len(record_indices)]}
 
 
 def _attach_position(position: int, record: dict[str, Any]) -> dict[str, Any]:
@@ -99,22 +189,68 @@ def _augment_at_position(example: transforms.Example, *, seed: int,
   return transforms.augment(example, rng, **options)
 
 
-def _decode(record: dict[str, Any]) -> transforms.Example:
-  """TFDS record -> float image in [0, 1] and int32 label maps."""
+def ignore_label(config: ml_collections.ConfigDict) -> int:
+  """config.data.ignore_label, checked to be negative.
+
+  Raises:
+    ValueError: a non-negative value, which would read as an instance id or
+      a class.
+  """
+  value = int(config.data.get("ignore_label", -1))
+  if value >= 0:
+    raise ValueError(
+        f"config.data.ignore_label={value} must be negative: 0 is background "
+        "and positive values are instance ids and classes."
+    )
+  return value
+
+
+def size_mode(config: ml_collections.ConfigDict) -> str:
+  """config.data.size_mode, checked.
+
+  Raises:
+    ValueError: not one of transforms.SIZE_MODES.
+  """
+  mode = config.data.get("size_mode", "stretch")
+  if mode not in transforms.SIZE_MODES:
+    raise ValueError(
+        f"config.data.size_mode={mode!r} is not one of {transforms.SIZE_MODES}"
+    )
+  return mode
+
+
+def _label_fill(config: ml_collections.ConfigDict) -> int:
+  """The label of pixels from outside the image."""
+  return ignore_label(config) if config.data.get("ignore_padding") else 0
+
+
+def _label_map(stored: Any, *, ignore: int) -> np.ndarray:
+  labels = np.asarray(stored)
+  out = labels.astype(np.int32)
+  if labels.dtype == np.uint16:
+    out[labels == files.STORED_IGNORE] = ignore
+  return out
+
+
+def _decode(record: dict[str, Any], *, ignore: int = -1) -> transforms.Example:
+  """TFDS record -> uint8 RGB image and int32 label maps (ignore < 0)."""
   image = np.asarray(record["image"])
   if image.ndim == 2:
     image = image[..., None]
   if image.shape[-1] == 1:
     image = np.repeat(image, 3, axis=-1)
   image = image[..., :3]  # An alpha channel carries no signal here.
-  scale = np.iinfo(image.dtype).max if image.dtype.kind in "ui" else 1.0
-  instances = np.asarray(record["instances"]).astype(np.int32)
+  if image.dtype != np.uint8:
+    scale = np.iinfo(image.dtype).max if image.dtype.kind in "ui" else 1.0
+    image = image.astype(np.float32) / np.float32(scale)
+  instances = _label_map(record["instances"], ignore=ignore)
   if "semantic" in record:
-    semantic = np.asarray(record["semantic"]).astype(np.int32)
+    semantic = _label_map(record["semantic"], ignore=ignore)
   else:
-    semantic = (instances > 0).astype(np.int32)
+    semantic = np.where(instances < 0, instances, instances > 0).astype(
+        np.int32)
   example = {
-      "image": image.astype(np.float32) / np.float32(scale),
+      "image": image,
       "instances": instances,
       "semantic": semantic,
       "index": np.int32(record["index"]),
@@ -131,7 +267,8 @@ def _finalize(example: transforms.Example, *, keep_id: bool = False) -> Batch:
   """Fixes dtypes and renumbers instances after crops removed some."""
   instances, count = transforms.relabel_consecutive(example["instances"])
   out = {
-      "image": np.ascontiguousarray(example["image"], dtype=np.float32),
+      "image": np.ascontiguousarray(
+          transforms.to_float(example)["image"], dtype=np.float32),
       "instances": instances,
       "semantic": np.ascontiguousarray(example["semantic"], dtype=np.int32),
       "num_instances": np.int32(count),
@@ -140,6 +277,31 @@ def _finalize(example: transforms.Example, *, keep_id: bool = False) -> Batch:
   if keep_id:
     out["id"] = example["id"]
   return out
+
+
+def augment_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Keyword arguments of `transforms.augment` from config.data."""
+  data = config.data
+  return {
+      "size": tuple(data.image_size),
+      "mode": size_mode(config),
+      "max_degrees": float(data.get("aug_max_degrees", 15.0)),
+      "scale_range": tuple(data.get("aug_scale_range", (0.75, 1.33))),
+      "hflip": bool(data.get("aug_hflip", True)),
+      "vflip": bool(data.get("aug_vflip", True)),
+      "rot90": bool(data.get("aug_rot90", True)),
+      "brightness": float(data.get("aug_brightness", 0.2)),
+      "contrast": float(data.get("aug_contrast", 0.2)),
+      "saturation": float(data.get("aug_saturation", 0.0)),
+      "label_fill": _label_fill(config),
+  }
+
+
+def _unaugmented(example: transforms.Example, *, size: Sequence[int],
+                 mode: str, label_fill: int) -> transforms.Example:
+  return transforms.fixed_window(
+      example, size=size, mode=mode, label_fill=label_fill
+  )
 
 
 def _read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
@@ -159,11 +321,13 @@ def train_dataset(
 ) -> grain.IterDataset:
   """The infinite training stream of this process as a grain dataset.
 
-  Order of operations: index the records, shuffle them all (the same
+  Order of operations: leave out records over data.max_instances (or fail,
+  see `usable_indices`), index the records, shuffle them all (the same
   permutation in every process, reshuffled every epoch), repeat forever, take
   this process's elements (positions process_index, process_index +
-  process_count, ... of the stream), decode, augment or resize, renumber
-  instances, batch. Batches may span an epoch boundary.
+  process_count, ... of the stream), decode, augment (or bring to
+  data.image_size as data.size_mode says), renumber instances, batch.
+  Batches may span an epoch boundary.
 
   Args:
     config: the experiment config (data.*, train.batch_size, seed).
@@ -176,7 +340,9 @@ def train_dataset(
     An IterDataset of batches; see `train_iterator`.
 
   Raises:
-    ValueError: unknown data set, or a batch size the processes cannot share.
+    ValueError: unknown data set, a batch size the processes cannot share,
+      or a bad data.size_mode or data.ignore_label.
+    builders.DataError: a bad input file, or images over data.max_instances.
   """
   batch_size, remainder = divmod(config.train.batch_size, process_count)
   if remainder or batch_size == 0:
@@ -186,17 +352,20 @@ def train_dataset(
     )
   seed = config.seed if seed is None else seed
   size = tuple(config.data.image_size)
-  source = _data_source(
-      config, data_dir=data_dir, split=config.data.train_split
-  )
+  split = config.data.train_split
+  builder = prepare(config, data_dir=data_dir)
+  source = builder.as_data_source(split=split)
+  indices = usable_indices(config, builder, source, split=split)
+  if len(indices) < len(source):
+    source = _Subset(source, indices)
 
   if len(source) < config.train.batch_size:
     raise ValueError(
-        f"The {config.data.train_split} split holds {len(source)} examples, "
+        f"The {split} split holds {len(source)} usable examples, "
         f"fewer than train.batch_size={config.train.batch_size}."
     )
   ds = grain.MapDataset.source(source).map_with_index(
-      functools.partial(_attach_index, num_records=len(source))
+      functools.partial(_attach_index, record_indices=indices)
   )
   ds = ds.seed(seed)
   buffer = int(config.data.get("shuffle_buffer", 0))
@@ -214,21 +383,24 @@ def train_dataset(
   # stream and takes every process_count-th element, so the processes' k-th
   # batches together hold exactly the k-th global batch of a single process,
   # and augmentation keyed on the stream position is the same either way.
-  ds = ds[process_index::process_count].map(_decode)
+  ds = ds[process_index::process_count].map(
+      functools.partial(_decode, ignore=ignore_label(config))
+  )
   if config.data.augment:
     ds = ds.map(
         functools.partial(
-            _augment_at_position,
-            seed=seed,
-            size=size,
-            max_degrees=float(config.data.get("aug_max_degrees", 15.0)),
-            scale_range=tuple(config.data.get("aug_scale_range", (0.75, 1.33))),
-            brightness=float(config.data.get("aug_brightness", 0.2)),
-            contrast=float(config.data.get("aug_contrast", 0.2)),
+            _augment_at_position, seed=seed, **augment_options(config)
         )
     )
   else:
-    ds = ds.map(functools.partial(transforms.resize, size=size))
+    ds = ds.map(
+        functools.partial(
+            _unaugmented,
+            size=size,
+            mode=size_mode(config),
+            label_fill=_label_fill(config),
+        )
+    )
   ds = ds.map(_finalize).batch(batch_size, drop_remainder=True)
   # Batching before the hand-over to threads/workers keeps batch contents
   # independent of read_threads and worker_count.
@@ -254,8 +426,9 @@ def train_iterator(
   Each batch is a dict of NumPy arrays, b = train.batch_size // process_count
   and (H, W) = data.image_size:
     image: float32 (b, H, W, 3) in [0, 1].
-    instances: int32 (b, H, W), 0 = background, ids 1..num_instances.
-    semantic: int32 (b, H, W).
+    instances: int32 (b, H, W), 0 = background, ids 1..num_instances,
+      data.ignore_label (negative) where the loss must not look.
+    semantic: int32 (b, H, W), classes 0..num_classes-1 or data.ignore_label.
     num_instances: int32 (b,).
     index: int32 (b,), the record's index in the split.
 
@@ -301,9 +474,10 @@ def eval_examples(
 ) -> Iterator[Batch]:
   """Yields the first examples of the eval split in record order, unaugmented.
 
-  Each example has "image" float32 (H, W, 3) resized to data.image_size,
-  "instances" and "semantic" int32 (H, W) resized by nearest neighbour,
-  "num_instances", "index" and "id" (str).
+  Each example has "image" float32 (H, W, 3) brought to data.image_size as
+  data.size_mode says (`transforms.fixed_window`), "instances" and
+  "semantic" int32 (H, W) by nearest neighbour, "num_instances", "index" and
+  "id" (str).
 
   Args:
     config: the experiment config.
@@ -315,16 +489,21 @@ def eval_examples(
       labels at the stored resolution, for metrics on the original grid.
   """
   split = split or config.data.eval_split
-  source = _data_source(config, data_dir=data_dir, split=split)
+  source = prepare(config, data_dir=data_dir).as_data_source(split=split)
   limit = config.data.num_eval_images if limit is None else limit
   count = len(source) if limit <= 0 else min(limit, len(source))
-  size = tuple(config.data.image_size)
 
   ds = grain.MapDataset.source(source).map_with_index(
-      functools.partial(_attach_index, num_records=len(source))
+      functools.partial(_attach_index, record_indices=np.arange(len(source)))
   )[:count]
-  ds = ds.map(_decode).map(
-      functools.partial(_eval_example, size=size, full=full_resolution)
+  ds = ds.map(functools.partial(_decode, ignore=ignore_label(config))).map(
+      functools.partial(
+          _eval_example,
+          size=tuple(config.data.image_size),
+          mode=size_mode(config),
+          label_fill=_label_fill(config),
+          full=full_resolution,
+      )
   )
   yield from ds.to_iter_dataset(
       grain.ReadOptions(
@@ -335,9 +514,13 @@ def eval_examples(
 
 
 def _eval_example(
-    example: transforms.Example, *, size: Sequence[int], full: bool
+    example: transforms.Example, *, size: Sequence[int], mode: str,
+    label_fill: int, full: bool
 ) -> Batch:
-  out = _finalize(transforms.resize(example, size=size), keep_id=True)
+  out = _finalize(
+      _unaugmented(example, size=size, mode=mode, label_fill=label_fill),
+      keep_id=True,
+  )
   if full:
     out["full_instances"], _ = transforms.relabel_consecutive(
         example["instances"]

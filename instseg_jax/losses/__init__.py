@@ -34,6 +34,7 @@ def discriminative_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
   The paper fields of config.loss (delta_v, delta_d, alpha, beta, gamma) come first, then the
   preset named by config.loss.preset (a key of LOSS_PRESETS; "" or absent for none), then every
   optional field of config.loss that is set, so a config can start from a preset and change it.
+  The ignore label is config.loss.ignore_label, else config.data.ignore_label.
   """
   loss = config.loss
   options: dict[str, Any] = {name: loss[name]
@@ -47,6 +48,8 @@ def discriminative_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
     value = loss.get(name, None)
     if value is not None:
       options[name] = value
+  if options.get("ignore_label") is None:
+    options["ignore_label"] = config.data.get("ignore_label", None)
   options["max_instances"] = config.data.max_instances
   return options
 
@@ -63,7 +66,7 @@ def total_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
     config: the whole config; reads config.loss (delta_v, delta_d, alpha, beta, gamma,
       embedding_weight, semantic_weight; optional: preset, the `discriminative_loss` option names,
       class_aware (instances of different semantic classes never interact), dice_weight,
-      count_weight (default 1)) and config.data (max_instances, num_classes).
+      count_weight (default 1)) and config.data (max_instances, num_classes, ignore_label).
 
   Returns:
     (loss, metrics): float32 scalars "loss", "variance", "distance", "regularization", "semantic",
@@ -78,8 +81,7 @@ def total_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
   embedding_loss, aux = discriminative_loss(
       outputs["embedding"], batch["instances"], semantic_labels=semantic_labels, **options)
   sem_loss = semantic_loss(
-      outputs["semantic_logits"], batch["semantic"],
-      ignore_label=loss_cfg.get("ignore_label", None),
+      outputs["semantic_logits"], batch["semantic"], ignore_label=options["ignore_label"],
       dice_weight=loss_cfg.get("dice_weight", 0.0))
   loss = loss_cfg.embedding_weight * embedding_loss + loss_cfg.semantic_weight * sem_loss
   metrics = {

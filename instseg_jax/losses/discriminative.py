@@ -38,8 +38,7 @@ DISTANCES = ("euclidean", "manhattan")
 ERRORS = ("squared", "absolute", "log_cosh")
 NORMALIZATIONS = ("paper", "pixel", "authors")
 
-_DISTANCE_ALIASES = {"euclidean": "euclidean", "l2": "euclidean",
-                     "manhattan": "manhattan", "l1": "manhattan"}
+_DISTANCE_ALIASES = {**{name: name for name in DISTANCES}, "l2": "euclidean", "l1": "manhattan"}
 
 # Option sets of `discriminative_loss`, used as `discriminative_loss(x, y, **LOSS_PRESETS[name])`.
 LOSS_PRESETS: dict[str, dict[str, Any]] = {
@@ -466,6 +465,7 @@ def _beyond_fast_path(ids: Any, classes: Any, member: Any, path: tuple[str, int,
 
 def _slots_direct(ids: jax.Array, member: jax.Array, opts: _Options
                   ) -> tuple[jax.Array, jax.Array]:
+  """Ids up to max_instances are their own slots."""
   excluded = opts.max_instances + 1
   slots = jnp.where(member, ids, excluded)
   return slots, jnp.zeros(ids.shape[:1], jnp.int32)
@@ -633,6 +633,7 @@ def _unchunk(a: jax.Array, batch: int) -> jax.Array:
 
 
 def _statistics(x: jax.Array, slots: jax.Array, spec: _PullSpec, with_residuals: bool):
+  """The two forward passes of `_pull_statistics`: means first, then pull errors (+ residuals)."""
   batch, _, dim = x.shape
   ctype = jnp.promote_types(x.dtype, jnp.float32)
   num_segments = batch * spec.num_slots

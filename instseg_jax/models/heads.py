@@ -6,24 +6,65 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from instseg_jax.models import layers
+from instseg_jax.models import renet
+
 
 class InstanceHeads(nn.Module):
   """Embedding and semantic heads on a full-resolution feature map.
 
   Returns float32 outputs whatever the compute dtype, because the loss and
   the clustering need the precision.
+
+  Attributes:
+    embedding_dim: D.
+    num_classes: K.
+    context_features: when > 0, a ReNet layer of this many units per direction
+      sweeps the feature map and its per-pixel context vector is concatenated
+      to the features the embedding head sees: the embedding of a pixel can
+      then depend on the whole image, which convolutions alone reach only
+      through depth.
+    cell: "lstm" or "gru", for the context sweeps.
+    remat: recompute the context sweeps in the backward pass.
+    position_encoding: one of layers.POSITION_ENCODINGS, added to the embedding.
   """
   embedding_dim: int
   num_classes: int
+  context_features: int = 0
+  cell: str = "lstm"
+  remat: bool = False
+  position_encoding: str = "none"
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, features: jax.Array) -> dict[str, jax.Array]:
-    embedding = nn.Conv(self.embedding_dim, (1, 1), dtype=self.dtype,
-                        name="embedding")(features)
     semantic = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype,
                        name="semantic")(features)
-    return {
-        "embedding": embedding.astype(jnp.float32),
-        "semantic_logits": semantic.astype(jnp.float32),
-    }
+    if self.context_features:
+      context = renet.ReNetLayer(self.context_features, self.cell, self.remat,
+                                 dtype=self.dtype, name="context")(features)
+      features = jnp.concatenate([features, context.astype(features.dtype)], axis=-1)
+    embedding = nn.Conv(self.embedding_dim, (1, 1), dtype=self.dtype,
+                        name="embedding")(features).astype(jnp.float32)
+    if self.position_encoding != "none":
+      _, height, width, dim = embedding.shape
+      embedding = embedding + layers.position_encoding(
+          self.position_encoding, height, width, dim)
+    return {"embedding": embedding, "semantic_logits": semantic.astype(jnp.float32)}
+
+
+class CounterHead(nn.Module):
+  """Predicted instance count / max_instances, in [0, 1], from the deepest features.
+
+  Two ConvNormAct layers, global average pooling, one linear unit, sigmoid.
+  """
+  features: int
+  norm: str = "group"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for _ in range(2):
+      x = layers.ConvNormAct(self.features, norm=self.norm, dtype=self.dtype)(x)
+    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    return nn.sigmoid(nn.Dense(1, name="fraction")(x))[:, 0]

@@ -1,31 +1,24 @@
-"""UNet backbone (Ronneberger et al. 2015) with GroupNorm."""
-
-from collections.abc import Sequence
-from typing import Any
+"""UNet backbone (Ronneberger et al. 2015) with GroupNorm, and its CBAM variant."""
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from instseg_jax.models import heads
+from instseg_jax.models import base
 from instseg_jax.models import layers
 
 
-class UNet(nn.Module):
+class UNet(base.SegmentationModel):
   """Encoder-decoder with skip connections.
 
+  `features` are the channels per stage, shallow to deep; the input is
+  downsampled len(features) - 1 times, so H and W must be divisible by
+  2 ** (len(features) - 1).
+
   Attributes:
-    features: channels per stage, shallow to deep; the input is downsampled
-      len(features) - 1 times, so H and W must be divisible by
-      2 ** (len(features) - 1).
-    embedding_dim: D, the size of each pixel's embedding.
-    num_classes: K, semantic classes including background.
-    dtype: compute dtype; parameters stay float32.
+    attention: put CBAM after every stage (UNet-CBAM).
   """
-  features: Sequence[int] = (16, 32, 64, 128)
-  embedding_dim: int = 8
-  num_classes: int = 2
-  dtype: Any = jnp.float32
+  attention: bool = False
 
   @property
   def stride(self) -> int:
@@ -33,19 +26,24 @@ class UNet(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array) -> dict[str, jax.Array]:
-    """Maps images (B,H,W,C) to {"embedding": (B,H,W,D), "semantic_logits": (B,H,W,K)}."""
-    x = images.astype(self.dtype)
+    """Maps images (B,H,W,C) to the output dict at (B,H,W)."""
+    x = self.prepare_input(images)
+    stage = lambda width, name: layers.DoubleConv(
+        width, norm=self.norm, attention=self.attention, dtype=self.dtype, name=name)
     skips = []
     for depth, width in enumerate(self.features):
-      x = layers.DoubleConv(width, dtype=self.dtype, name=f"down_{depth}")(x)
+      x = stage(width, f"down_{depth}")(x)
       if depth < len(self.features) - 1:
         skips.append(x)
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = layers.max_pool_2x2(x)
+    deepest = x
     for depth in reversed(range(len(self.features) - 1)):
-      width = self.features[depth]
-      x = nn.ConvTranspose(width, (2, 2), strides=(2, 2), dtype=self.dtype,
-                           name=f"upsample_{depth}")(x)
+      x = layers.Upsample2x(self.features[depth], dtype=self.dtype, name=f"upsample_{depth}")(x)
       x = jnp.concatenate([x, skips[depth]], axis=-1)
-      x = layers.DoubleConv(width, dtype=self.dtype, name=f"up_{depth}")(x)
-    return heads.InstanceHeads(self.embedding_dim, self.num_classes,
-                               dtype=self.dtype, name="heads")(x)
+      x = stage(self.features[depth], f"up_{depth}")(x)
+    return self.outputs(x, deepest)
+
+
+class UNetCBAM(UNet):
+  """UNet with convolutional block attention after every stage."""
+  attention: bool = True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import tensorflow_datasets as tfds
 
 from instseg_jax.data.builders.base import FolderBuilder, FolderConfig
@@ -16,6 +18,23 @@ from instseg_jax.data.builders.instance_folder import (
 )
 from instseg_jax.data.builders.voc import Voc, VocConfig
 from instseg_jax.data.builders import base
+
+
+
+class _QuietTfdsNotices(logging.Filter):
+  """Drops two TFDS notices that tell users of this library nothing useful.
+
+  Every keyed builder config is "custom" to TFDS (it warns on each
+  construction), and PIL decodes the images fine without OpenCV.
+  """
+
+  _PREFIXES = ("Using custom data configuration", "OpenCV is not installed")
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(self._PREFIXES)
+
+
+logging.getLogger("absl").addFilter(_QuietTfdsNotices())
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "circles": Circles,

@@ -31,7 +31,6 @@ from typing import Any
 
 from absl import logging
 import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
 
 from instseg_jax.data.builders import files
@@ -78,7 +77,7 @@ class Source:
 class Decoded:
   """One example as read from disk, ready for TFDS."""
 
-  image: bytes | Image.Image
+  image: bytes  # PNG or JPEG
   height: int
   width: int
   instances: np.ndarray  # uint16 (H, W)
@@ -241,9 +240,16 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder):
           "instances": decoded.instances,
           "semantic": decoded.semantic,
           "id": source.id,
-          "file_name": os.path.relpath(source.image, root),
+          "file_name": os.path.relpath(source.image, root).replace(
+              os.sep, "/"),
       }
       key += 1
+    if key == 0:
+      # TFDS cannot write an empty split; say why it would be empty.
+      raise DataError(
+          f"{root}: all {len(sources)} examples of split {split!r} are bad, "
+          f"e.g. {stats['skipped'][0] if stats['skipped'] else '?'}"
+      )
     if stats["skipped"]:
       logging.warning(
           "%s: skipped %d bad examples of split %s (config.data."
@@ -299,7 +305,7 @@ def keyed_config(
   keyed = dataclasses.replace(base, **updates)
   if not keyed.manual_dir:
     raise DataError(
-        f"data set {cls.__name__} reads files you download yourself; set "
+        f"data set {cls.name!r} reads files you download yourself; set "
         f"--config.data.manual_dir=DIR.\n{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}"
     )
   key = {"manual_dir": keyed.manual_dir}

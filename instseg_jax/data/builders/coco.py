@@ -17,6 +17,7 @@ import io
 import os
 
 import numpy as np
+from pycocotools import coco as coco_lib
 import tensorflow_datasets as tfds
 
 from instseg_jax.data.builders import base
@@ -59,8 +60,6 @@ class Coco(base.FolderBuilder):
   CLASS_NAMES = ("background",)
 
   def find_sources(self, root: str) -> dict[str, list[base.Source]]:
-    from pycocotools import coco as coco_lib  # pylint: disable=g-import-not-at-top
-
     year = self.builder_config.year
     splits = {}
     categories = None
@@ -83,7 +82,7 @@ class Coco(base.FolderBuilder):
       image_dir = os.path.join(root, f"{prefix}{year}")
       splits[split] = [
           base.Source(
-              id=str(info["id"]),
+              id=os.path.splitext(info["file_name"])[0],
               image=os.path.join(image_dir, info["file_name"]),
               extra=(api, info, class_of),
           )

@@ -34,7 +34,7 @@ _MAX_DEPTH = 3
 
 @dataclasses.dataclass(eq=False)
 class CvpppConfig(base.FolderConfig):
-  """Attributes: subsets: the A<n> folders to read (a flat folder is always read)."""
+  """Attributes: subsets: the A<n> folders to read (flat folders always are)."""
 
   subsets: tuple[str, ...] = ("A1",)
 

@@ -79,17 +79,19 @@ def to_rgb8(image: Image.Image, path: str) -> Image.Image:
   raise DataError(f"{path}: image mode {mode!r} is not supported")
 
 
-def encoded_rgb(
-    image: Image.Image, data: bytes, path: str
-) -> bytes | Image.Image:
-  """What to hand to tfds.features.Image: the file's bytes or an RGB image.
+def encoded_rgb(image: Image.Image, data: bytes, path: str) -> bytes:
+  """What to hand to tfds.features.Image: PNG or JPEG bytes of an RGB image.
 
   RGB PNG and JPEG files are kept byte for byte (no lossy JPEG re-encoding,
-  no time spent compressing); anything else is converted and re-encoded.
+  no time spent compressing); anything else is converted and written as a
+  PNG with light compression, several times faster to write than the
+  default level for files about a fifth larger.
   """
   if image.mode == "RGB" and image.format in ("PNG", "JPEG"):
     return data
-  return to_rgb8(image, path)
+  buffer = io.BytesIO()
+  to_rgb8(image, path).save(buffer, format="PNG", compress_level=1)
+  return buffer.getvalue()
 
 
 def read_label(path: str) -> np.ndarray:
@@ -156,7 +158,9 @@ def compact_instances(
   ids = np.unique(instances)
   ids = ids[ids > 0]
   if ids.size >= STORED_IGNORE:
-    raise DataError(f"{path}: {ids.size} instances; at most 65534 are supported")
+    raise DataError(
+        f"{path}: {ids.size} instances; at most 65534 are supported"
+    )
   out = np.zeros(instances.shape, np.uint16)
   positive = instances > 0
   out[positive] = np.searchsorted(ids, instances[positive]) + 1
