@@ -136,8 +136,9 @@ def train_step_child(steps: int) -> None:
       "num_instances": np.full((BATCH,), 16, np.int32),
   }
   batch = jax.device_put(batch)
+  # Compiled as train.py compiles it.
   step = jax.jit(functools.partial(train_step.train_step, config=config),
-                 donate_argnums=0)
+                 donate_argnums=0, compiler_options=models.compiler_options())
   key = jax.random.key(1)
   for _ in range(2):
     state, metrics = step(state, batch, key)

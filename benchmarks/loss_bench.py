@@ -35,6 +35,9 @@ import numpy as np
 BATCH, HEIGHT, WIDTH, DIM, INSTANCES = 8, 256, 256, 16, 32
 DELTA_V, DELTA_D, GAMMA = 0.5, 1.5, 0.001
 FRAMEWORKS = ("jax", "torch_loop", "torch_vec")
+# Not a loss: `x * 2` of the embeddings under jit, one read of them and one fresh buffer of their
+# size written, which any forward+backward that returns the gradient must also do.
+FLOOR = "floor"
 _HUGEPAGES = False  # set by --hugepages for every child process
 
 
@@ -71,6 +74,21 @@ def _jax_runner(embeddings, labels):
     return loss, grad
 
   return run, lambda out: (float(out[0]), np.asarray(out[1]))
+
+
+def _floor_runner(embeddings):
+  import jax
+  import jax.numpy as jnp
+
+  double = jax.jit(lambda x: x * 2.0)
+  x = jnp.asarray(embeddings)
+
+  def run():
+    out = double(x)
+    jax.block_until_ready(out)
+    return out
+
+  return run, lambda out: (0.0, np.asarray(out))
 
 
 def _torch_loop_loss(emb, labels):
@@ -149,6 +167,8 @@ def run_one(framework: str, iters: int, warmup: int, threads: int, dump: str | N
   embeddings, labels = make_batch()
   if framework == "jax":
     run, fetch = _jax_runner(embeddings, labels)
+  elif framework == FLOOR:
+    run, fetch = _floor_runner(embeddings)
   elif framework == "torch_loop":
     run, fetch = _torch_runner(embeddings, labels, _torch_loop_loss, threads)
   else:
@@ -173,7 +193,7 @@ def _child(framework, iters, warmup, threads, dump=None):
   env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
   if _HUGEPAGES:
     env["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1"
-  if framework == "jax":
+  if framework in ("jax", FLOOR):
     env.setdefault("JAX_PLATFORMS", "cpu")
   cmd = [sys.executable, os.path.abspath(__file__), f"--framework={framework}",
          f"--iters={iters}", f"--warmup={warmup}", f"--threads={threads}"]
@@ -207,13 +227,13 @@ def check_agreement(threads: int) -> dict[str, float]:
 def drive(rounds: int, iters: int, warmup: int, threads: int) -> None:
   losses = check_agreement(threads)
   print("loss agrees:", ", ".join(f"{fw} {v:.6f}" for fw, v in losses.items()))
-  per_round = {fw: [] for fw in FRAMEWORKS}
+  per_round = {fw: [] for fw in FRAMEWORKS + (FLOOR,)}
   for r in range(rounds):
-    for fw in FRAMEWORKS:
+    for fw in FRAMEWORKS + (FLOOR,):
       n = max(2, iters // 4) if fw == "torch_loop" else iters
       per_round[fw].append(np.median(_child(fw, n, warmup, threads)["times_ms"]))
     print(f"round {r + 1}/{rounds}: " + ", ".join(
-        f"{fw} {per_round[fw][-1]:.1f} ms" for fw in FRAMEWORKS), flush=True)
+        f"{fw} {per_round[fw][-1]:.1f} ms" for fw in FRAMEWORKS + (FLOOR,)), flush=True)
   med = {fw: float(np.median(v)) for fw, v in per_round.items()}
   # Each round runs the three back to back, so its ratios see the same machine load.
   ratio = {fw: float(np.median(np.array(per_round[fw]) / np.array(per_round["jax"])))
@@ -224,11 +244,15 @@ def drive(rounds: int, iters: int, warmup: int, threads: int) -> None:
   print(f"{'implementation':<12} {'ms':>9} {'x jax (medians)':>16} {'x jax (per round)':>18}")
   for fw in FRAMEWORKS:
     print(f"{fw:<12} {med[fw]:>9.1f} {med[fw] / med['jax']:>16.1f} {ratio[fw]:>18.1f}")
+  megabytes = BATCH * HEIGHT * WIDTH * DIM * 4 / 1e6
+  print(f"floor: jitted x * 2 of the embeddings (read {megabytes:.1f} MB, write a fresh "
+        f"{megabytes:.1f} MB) takes {med[FLOOR]:.1f} ms; our loss takes "
+        f"{med['jax'] / med[FLOOR]:.1f}x that")
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--framework", choices=FRAMEWORKS, default=None,
+  parser.add_argument("--framework", choices=FRAMEWORKS + (FLOOR,), default=None,
                       help="time one framework in this process; default: drive all three")
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--iters", type=int, default=20)

@@ -67,7 +67,9 @@ def main(argv):
     initialize_distributed()
   # Imported after jax.distributed.initialize, which must precede any other jax call.
   import jax  # pylint: disable=g-import-not-at-top
+  from instseg_jax import compilation_cache  # pylint: disable=g-import-not-at-top
   from instseg_jax import data, evaluate, export, predict, train, validate  # pylint: disable=g-import-not-at-top
+  compilation_cache.enable()
   mode = FLAGS.mode
   if mode == "predict" and (not FLAGS.input or not FLAGS.output):
     fail("--mode=predict needs --input=IMAGE_OR_FOLDER and --output=FOLDER")
