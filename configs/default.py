@@ -93,4 +93,5 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.eval = ml_collections.ConfigDict()
   config.eval.num_panels = 8
+  config.eval.mask_ap = True            # also COCO-style mask AP, AP50, AP75 (scores: mean foreground probability)
   return config

@@ -22,6 +22,20 @@ from instseg_jax.metrics import aggregation
 
 # Printed one per line as "NAME value" at the end of an evaluation.
 REPORTED = ("SBD", "FBD", "DiC", "|DiC|")
+REPORTED_AP = ("AP", "AP50", "AP75")
+
+
+def instance_scores(labels: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+  """Confidence of each predicted instance for mask AP: its mean foreground probability.
+
+  Returns:
+    (max id + 1,) float, indexed by instance id (entry 0 unused).
+  """
+  ids = np.asarray(labels).ravel()
+  size = int(ids.max(initial=0)) + 1
+  sums = np.bincount(ids, weights=np.asarray(foreground, np.float64).ravel(), minlength=size)
+  counts = np.bincount(ids, minlength=size)
+  return sums / np.maximum(counts, 1)
 
 
 def load_params(config: ml_collections.ConfigDict, workdir: str):
@@ -105,18 +119,28 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, params=None,
   pipeline.prepare(config, data_dir=config.data.data_dir or None)
   examples = pipeline.eval_examples(
       config, data_dir=config.data.data_dir or None, limit=config.data.num_eval_images)
-  accumulator = aggregation.MetricAccumulator()
+  with_ap = config.eval.get("mask_ap", True)
+  with_classes = config.data.num_classes > 2  # else AP is class-agnostic
+  accumulator = aggregation.MetricAccumulator(ap=with_ap)
   panels = []
   batch_size = config.eval.get("batch_size", 8)
   with tqdm(total=config.data.num_eval_images, desc="evaluate", unit="image",
             disable=not verbose or jax.process_index() != 0) as bar:
     for batch in _batches(examples, batch_size):
       images = np.stack([e["image"] for e in batch])
-      labels, _ = segment(params, images)
-      for example, predicted in zip(batch, labels):
+      labels, outputs = segment(params, images)
+      foreground = np.asarray(outputs["foreground"])
+      classes = np.asarray(outputs["classes"])
+      for i, (example, predicted) in enumerate(zip(batch, labels)):
+        gt = np.asarray(example["instances"])
+        ap_inputs = {}
+        if with_ap:
+          ap_inputs["scores"] = instance_scores(predicted, foreground[i])
+        if with_ap and with_classes:
+          ap_inputs["pred_classes"] = classes[i]
+          ap_inputs["gt_classes"] = np.asarray(example["semantic"])
         # Negative ground truth (config.data.ignore_label) is scored as neither.
-        accumulator.add(example["id"], predicted, example["instances"],
-                        ignore=np.asarray(example["instances"]) < 0)
+        accumulator.add(example["id"], predicted, gt, ignore=gt < 0, **ap_inputs)
         if len(panels) < config.eval.num_panels:
           panels.append(viz.panel(example["image"], predicted, example["instances"]))
       bar.update(len(batch))
@@ -127,6 +151,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, params=None,
     if panels:
       viz.save_png(os.path.join(workdir, "panels.png"), viz.stack_rows(panels))
     if verbose:
-      for name in REPORTED:
+      for name in REPORTED + (REPORTED_AP if with_ap else ()):
         print(f"{name} {summary[name]:.3f}", flush=True)
   return summary

@@ -37,12 +37,18 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
 
 def predict_step(params, images: jax.Array, *, apply_fn, fg_threshold: float
                  ) -> dict[str, jax.Array]:
-  """Embeddings, foreground probability and mask for images (B,H,W,3)."""
+  """Embeddings, foreground probability, mask and foreground class for images (B,H,W,3).
+
+  "classes" is the likeliest class other than background (1..K-1) of every pixel, so
+  that every clustered pixel has one.
+  """
   outputs = apply_fn({"params": params}, images)
-  probs = jax.nn.softmax(outputs["semantic_logits"], axis=-1)
+  logits = outputs["semantic_logits"]
+  probs = jax.nn.softmax(logits, axis=-1)
   foreground = 1.0 - probs[..., 0]
   result = {"embedding": outputs["embedding"], "foreground": foreground,
-            "mask": foreground > fg_threshold}
+            "mask": foreground > fg_threshold,
+            "classes": 1 + jnp.argmax(logits[..., 1:], axis=-1).astype(jnp.int32)}
   if "count" in outputs:
     result["count"] = outputs["count"]
   return result

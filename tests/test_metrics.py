@@ -294,3 +294,11 @@ def test_ignored_ground_truth_is_grey_in_pictures_and_left_out_of_the_scores():
   accumulator = aggregation.MetricAccumulator()
   record = accumulator.add("a", pred, gt, ignore=gt < 0)
   assert record["SBD"] == pytest.approx(1.0) and record["DiC"] == 0
+
+
+def test_instance_scores_are_mean_foreground_probabilities_by_id():
+  from instseg_jax import evaluate  # pylint: disable=g-import-not-at-top
+  labels = np.array([[0, 1, 1], [3, 3, 0]])
+  foreground = np.array([[0.1, 0.8, 0.6], [0.9, 0.5, 0.2]])
+  np.testing.assert_allclose(evaluate.instance_scores(labels, foreground),
+                             [0.15, 0.7, 0.0, 0.7])

@@ -47,8 +47,8 @@ def trained(tmp_path_factory, data_dir):
 
 def test_train_writes_metrics_checkpoint_results_and_panels(trained):
   workdir, summary = trained
-  assert set(["SBD", "FBD", "DiC", "|DiC|"]) <= set(summary)
-  assert 0.0 <= summary["SBD"] <= 1.0
+  assert set(["SBD", "FBD", "DiC", "|DiC|", "AP", "AP50", "AP75"]) <= set(summary)
+  assert 0.0 <= summary["SBD"] <= 1.0 and 0.0 <= summary["AP50"] <= 1.0
   rows = _read_metrics(workdir)
   assert [r["step"] for r in rows] == [2, 3, 4, 6]
   assert all(np.isfinite(r["loss"]) for r in rows)
