@@ -16,4 +16,7 @@ def get_config():
   config.train.batch_size = 8
   config.train.num_steps = 3000
   config.train.checkpoint_every = 500
+  # The smallest disc covers 78 pixels; fragments under 30 are boundary stragglers split off an
+  # instance. Chosen on the training split: |DiC| 0.50 -> 0.35 there.
+  config.cluster.min_size = 30
   return config
