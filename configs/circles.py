@@ -14,7 +14,7 @@ def get_config():
   config.data.max_instances = 16
   config.data.num_eval_images = 100
   config.train.batch_size = 8
-  config.train.num_steps = 3000
+  config.train.num_steps = 2400
   config.train.checkpoint_every = 500
   # The smallest disc covers 78 pixels; fragments under 30 are boundary stragglers split off an
   # instance. Chosen on the training split: |DiC| 0.50 -> 0.35 there.
