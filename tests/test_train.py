@@ -196,3 +196,27 @@ def test_config_mistakes_exit_2_with_one_line(tmp_path, flag, message):
   lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
   assert len(lines) == 1 and message in lines[0], result.stderr
   assert "Traceback" not in result.stderr
+
+
+def test_evaluation_with_several_classes_scores_class_aware_ap(data_dir, tmp_path, monkeypatch):
+  from instseg_jax import evaluate, models, state as state_lib  # pylint: disable=g-import-not-at-top
+  from instseg_jax.metrics import aggregation  # pylint: disable=g-import-not-at-top
+  config = _config(data_dir)
+  config.data.num_classes = 3  # circles' discs are class 1; the model may also predict 2
+  config.cluster.fg_threshold = 0.0  # an untrained model: cluster every pixel
+  params = state_lib.create_train_state(
+      models.create_model(config), config, jax.random.key(0)).params
+  seen = []
+  add = aggregation.MetricAccumulator.add
+
+  def recording_add(self, image_id, pred, gt, **kwargs):
+    seen.append(kwargs)
+    return add(self, image_id, pred, gt, **kwargs)
+
+  monkeypatch.setattr(aggregation.MetricAccumulator, "add", recording_add)
+  summary = evaluate.evaluate(config, str(tmp_path), params=params, verbose=False)
+  assert len(seen) == config.data.num_eval_images
+  for kwargs in seen:
+    assert set(np.unique(kwargs["pred_classes"])) <= {1, 2}
+    assert set(np.unique(kwargs["gt_classes"])) <= {0, 1}
+  assert 0.0 <= summary["AP50"] <= 1.0
