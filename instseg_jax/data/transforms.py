@@ -289,15 +289,15 @@ def random_scale_crop(
   # (zoom in) or the image inside the window (zoom out).
   top = int(rng.integers(min(0, in_h - win_h), max(0, in_h - win_h) + 1))
   left = int(rng.integers(min(0, in_w - win_w), max(0, in_w - win_w) + 1))
-  example = crop_or_pad(
-      example,
-      top=top,
-      left=left,
-      height=win_h,
-      width=win_w,
-      label_fill=label_fill,
-      image_fill=image_fill,
-  )
+  return _window_resized(example, top, left, win_h, win_w, size=size,
+                         label_fill=label_fill, image_fill=image_fill)
+
+
+def _window_resized(example: Example, top: int, left: int, height: int, width: int, *,
+                    size: Sequence[int], label_fill: int, image_fill: float) -> Example:
+  """The window at (top, left) of the given size, padded where it leaves the image, resized."""
+  example = crop_or_pad(example, top=top, left=left, height=height, width=width,
+                        label_fill=label_fill, image_fill=image_fill)
   return resize(example, size=size)
 
 
@@ -323,16 +323,8 @@ def fixed_window(
   top = left = 0
   if mode == "native":
     top, left = (in_h - win_h) // 2, (in_w - win_w) // 2
-  example = crop_or_pad(
-      example,
-      top=top,
-      left=left,
-      height=win_h,
-      width=win_w,
-      label_fill=label_fill,
-      image_fill=image_fill,
-  )
-  return resize(example, size=size)
+  return _window_resized(example, top, left, win_h, win_w, size=size,
+                         label_fill=label_fill, image_fill=image_fill)
 
 
 def color_jitter(
