@@ -1,7 +1,10 @@
-"""CVPPP leaf segmentation (A1 by default): one instance per leaf.
+"""CVPPP leaf segmentation (A1 by default): one instance per leaf. The full recipe, for a GPU.
 
     python -m instseg_jax.main --config=configs/cvppp.py --workdir=runs/cvppp \
         --config.data.manual_dir=/path/to/CVPPP2017_LSC_training/training
+    # then choose the post-processing on the validation split (stored in the workdir):
+    python -m instseg_jax.main --config=configs/cvppp.py --workdir=runs/cvppp \
+        --config.data.manual_dir=/path/to/CVPPP2017_LSC_training/training --mode=tune
 
     # What the data hold and what the network sees (counts, sizes, sample sheet):
     python -m instseg_jax.main --config=configs/cvppp.py --workdir=runs/cvppp \
@@ -12,6 +15,13 @@ or a flat folder of plantXXX_rgb.png + plantXXX_label.png (e.g. one subset).
 Another subset: --config.data.builder_config=A2 (A1..A4, or "all"). The
 labelled plants are split into train and a deterministic 20 % "validation"
 (--config.data.validation_fraction); unlabelled testing folders become "test".
+
+The network sees each 530x500 plant stretched to 256x256 (about half its
+scale), in training and in evaluate, predict and exported bundles alike; the
+labels go back to the plant's own grid, where they are scored. A five-level
+UNet gives a receptive field that spans a rosette at that scale. This recipe
+has not been measured on a GPU yet (no device was lent); configs/cvppp_cpu.py,
+the same model for 1500 steps, is measured in its docstring.
 """
 
 from configs import default
@@ -28,6 +38,8 @@ def get_config():
   config.data.aug_max_degrees = 15.0    # rosettes have no up or down
   config.data.aug_scale_range = (0.8, 1.25)
   config.data.aug_saturation = 0.2
+  config.model.features = (16, 32, 64, 128, 256)
+  config.model.embedding_dim = 16
   config.train.batch_size = 8
   config.train.num_steps = 10000
   config.train.checkpoint_every = 1000

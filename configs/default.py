@@ -34,6 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.aug_hflip = True          # random left-right flips
   config.data.aug_vflip = True          # random up-down flips (off for street scenes)
   config.data.aug_rot90 = True          # random multiples of 90 degrees (0/180 only for non-square image_size)
+  config.data.aug_foreground_crop = 0.0  # probability that a crop is centred on a random instance pixel (small objects in large images)
   config.data.size_mode = "stretch"     # "stretch" whole image to image_size | "fit" keep aspect, pad | "native" crop at own scale
   config.data.ignore_label = -1         # label of pixels the losses skip (VOC void, COCO crowd); must be negative
   config.data.ignore_padding = False    # pixels from outside the image (padding, rotation corners) get ignore_label, not 0
@@ -77,7 +78,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.num_steps = 2000
   config.train.log_every = 50
   config.train.checkpoint_every = 500
-  config.train.eval_every = 0           # 0 = only at the end
+  config.train.eval_every = 0           # also evaluate every N steps, logged as eval/* rows of metrics.jsonl; 0 = only at the end
   config.train.keep_checkpoints = 2
   config.train.skip_nonfinite = False   # True: a step with a NaN/Inf loss or gradient is skipped and counted, not fatal
 
@@ -85,13 +86,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.cluster.method = "meanshift"
   config.cluster.bandwidth = 1.0        # about 2 * delta_v: the radius of one instance's pixels
   config.cluster.num_clusters = 0       # kmeans: instances per image; 0 = the counter head's prediction
-  config.cluster.min_size = 0           # instances smaller than this many pixels are dropped
+  config.cluster.min_size = 0           # instances smaller than this many pixels of the network's grid are dropped
   config.cluster.fg_threshold = 0.5     # foreground probability above which a pixel is clustered
+  config.cluster.fill_unclustered = False  # dropped fragments join their nearest instance instead of the background
+  config.cluster.flip_average = False   # foreground probability averaged over the image and its two flips (3x the network)
+  config.cluster.use_tuned = True       # evaluate/predict/export take bandwidth, threshold, sizes from WORKDIR/postprocess.json (--mode=tune)
 
   config.predict = ml_collections.ConfigDict()
-  config.predict.max_side = 2048          # larger images are shrunk for the network, labels scaled back
+  config.predict.max_side = 2048        # size_mode "native": a longer side is shrunk to this for the network (0 = never)
 
   config.eval = ml_collections.ConfigDict()
   config.eval.num_panels = 8
   config.eval.mask_ap = True            # also COCO-style mask AP, AP50, AP75 (scores: mean foreground probability)
+  config.eval.matching = True           # also object matching (StarDist): accuracy, F1, PQ at IoU 0.5 ... 0.9
   return config

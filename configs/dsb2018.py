@@ -14,8 +14,8 @@ Try it on the four committed images: --config.data.manual_dir=third_party/dsb201
 
 Images range from 256x256 to 1040x1388 and nuclei keep their size in
 micrometres, so training crops 256x256 windows at the images' own scale
-("native": zoomed by 0.75-1.33) instead of shrinking whole images, and
-evaluation takes the central 256x256 window.
+("native": zoomed by 0.75-1.33) instead of shrinking whole images;
+evaluate and predict run the network on each whole image at its own scale.
 """
 
 from configs import default

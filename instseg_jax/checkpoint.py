@@ -4,15 +4,35 @@ Each checkpoint holds two items: "state" (the train state pytree) and, when a
 data iterator is given, "data" (the grain iterator position, one small file
 per process) so that a resumed run sees exactly the batches it would have
 seen. orbax writes into a temporary folder and renames it when complete, so a
-run killed during a save never leaves a checkpoint that looks complete.
+run killed during a save never leaves a checkpoint that looks complete; the
+temporary folders such a run leaves are removed when the next run opens the
+folder for writing.
 """
 
+import contextlib
 import os
 from typing import Any
 
+from absl import logging
 import grain
 import jax
 import orbax.checkpoint as ocp
+
+from instseg_jax import validate
+
+# How many differing parameter shapes a mismatch error names before "and N more".
+_NAMED_MISMATCHES = 3
+
+
+@contextlib.contextmanager
+def _orbax_warnings_off():
+  """absl logging (orbax's) at ERROR for the block, for warnings that need no action."""
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(verbosity)
 
 
 class Checkpointer:
@@ -24,13 +44,20 @@ class Checkpointer:
     if read_only and not os.path.isdir(self.directory):
       raise FileNotFoundError(
           f"no checkpoint in {self.directory}: train first (--mode=train)")
-    self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=not read_only, read_only=read_only),
-    )
+    # A read-only manager warns that it is read-only, which is what was asked for.
+    with _orbax_warnings_off():
+      self._manager = ocp.CheckpointManager(
+          self.directory,
+          options=ocp.CheckpointManagerOptions(
+              max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
+              # Half-written steps of a killed run would otherwise stay forever.
+              cleanup_tmp_directories=not read_only),
+      )
 
-  def latest_step(self) -> int | None:
+  def latest_step(self, *, reload: bool = False) -> int | None:
+    """The newest complete step; with `reload`, read from disk, not remembered."""
+    if reload:
+      self._manager.reload()
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, data_iterator: Any = None) -> None:
@@ -45,11 +72,37 @@ class Checkpointer:
     step = self._manager.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    self._check_shapes(step, abstract_state)
     items = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     return restored["state"]
+
+  def _check_shapes(self, step: int, abstract_state: Any) -> None:
+    """Raises ConfigError naming the arrays whose stored shape differs from the target's.
+
+    orbax would fail deep inside the restore with a long traceback that does not
+    say that the checkpoint comes from another model.
+    """
+    try:
+      # orbax warns that an item of a composite checkpoint has no metadata file of its
+      # own, which is how CheckpointManager writes them; the shapes are read all the same.
+      with _orbax_warnings_off():
+        stored = ocp.StandardCheckpointer().metadata(
+            os.path.join(self.directory, str(step), "state")).item_metadata
+    except (FileNotFoundError, ValueError):
+      return  # No readable metadata: orbax's restore says what is wrong.
+    differences = shape_differences(_shapes(stored), _shapes(abstract_state))
+    if not differences:
+      return
+    named = "; ".join(differences[:_NAMED_MISMATCHES])
+    more = len(differences) - _NAMED_MISMATCHES
+    named += f"; and {more} more" if more > 0 else ""
+    raise validate.ConfigError(
+        f"checkpoint step {step} in {self.directory} holds another model than the config "
+        f"describes (checkpoint vs config): {named}. Use the config it was trained with, "
+        "or another --workdir")
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
@@ -63,3 +116,37 @@ def abstract_like(tree: Any, sharding: jax.sharding.Sharding) -> Any:
   """Shape/dtype/sharding skeleton of `tree`, the target orbax restores into."""
   return jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+def _key_name(key: Any) -> str:
+  # Saved trees are plain dicts and lists; targets are dataclasses and named
+  # tuples: both spell a path the same way once keys are reduced to names.
+  for attribute in ("key", "name", "idx"):
+    if hasattr(key, attribute):
+      return str(getattr(key, attribute))
+  return str(key)
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """{"params/down_0/.../kernel": shape} of every array leaf of a tree."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {"/".join(_key_name(k) for k in path): tuple(getattr(leaf, "shape", ()))
+          for path, leaf in leaves}
+
+
+def shape_differences(stored: dict[str, tuple[int, ...]],
+                      target: dict[str, tuple[int, ...]]) -> list[str]:
+  """One line per array that is missing on one side or has another shape.
+
+  The parameters come first: the optimizer's moments repeat their differences.
+  """
+  lines = []
+  for path in sorted(stored.keys() | target.keys(),
+                     key=lambda p: (not p.startswith("params/"), p)):
+    if path not in target:
+      lines.append(f"{path} {stored[path]} vs absent")
+    elif path not in stored:
+      lines.append(f"{path} absent vs {target[path]}")
+    elif stored[path] != target[path]:
+      lines.append(f"{path} {stored[path]} vs {target[path]}")
+  return lines

@@ -1,4 +1,7 @@
-"""evaluate: checkpoint -> jitted predict -> cluster -> metrics -> results.json + panels."""
+"""evaluate: checkpoint -> the inference path on the eval split -> metrics on each image's own grid.
+
+Writes results.json (summary and per-image scores) and panels.png into the workdir.
+"""
 
 import functools
 import json
@@ -11,21 +14,23 @@ import numpy as np
 from tqdm import tqdm
 
 from instseg_jax import checkpoint
-from instseg_jax import cluster as cluster_lib
+from instseg_jax import inference
 from instseg_jax import models
 from instseg_jax import parallel
 from instseg_jax import state as state_lib
-from instseg_jax import train_step
+from instseg_jax import tune
 from instseg_jax import viz
 from instseg_jax.data import pipeline
 from instseg_jax.metrics import aggregation
+from instseg_jax.metrics import matching
 
 # Printed one per line as "NAME value" at the end of an evaluation.
 REPORTED = ("SBD", "FBD", "DiC", "|DiC|")
 REPORTED_AP = ("AP", "AP50", "AP75")
+REPORTED_MATCHING = ("accuracy@0.5", "f1@0.5", "panoptic_quality@0.5")
 
 
-def instance_scores(labels: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+def instance_confidences(labels: np.ndarray, foreground: np.ndarray) -> np.ndarray:
   """Confidence of each predicted instance for mask AP: its mean foreground probability.
 
   Returns:
@@ -53,59 +58,22 @@ def load_params(config: ml_collections.ConfigDict, workdir: str):
   return restored.params
 
 
-def make_segmenter(config: ml_collections.ConfigDict):
-  """fn(params, images (B,H,W,3)) -> (labels (B,H,W) np.int32, outputs dict)."""
-  model = models.create_model(config)
-  predict = jax.jit(functools.partial(
-      train_step.predict_step, apply_fn=model.apply,
-      fg_threshold=config.cluster.fg_threshold),
-      compiler_options=models.compiler_options())
-  options = cluster_options(config)
-  use_predicted_count = options["method"] == "kmeans" and not options.get("num_clusters")
-
-  def segment(params, images: np.ndarray):
-    outputs = predict(params, images)
-    if use_predicted_count:
-      # The counter head predicts count / max_instances.
-      options["num_clusters"] = np.asarray(outputs["count"]) * config.data.max_instances
-    labels = cluster_lib.cluster(outputs["embedding"], outputs["mask"], **options)
-    return np.asarray(labels, np.int32), outputs
-
-  return segment
+def segmented_examples(config: ml_collections.ConfigDict, params, *,
+                       postprocess: inference.PostProcess | None = None
+                       ) -> Iterator[tuple[dict, inference.Segmentation]]:
+  """(example as stored, its segmentation on its own grid) for the eval split, in order."""
+  segmenter = inference.Segmenter(config, params)
+  for example in pipeline.eval_records(config, data_dir=config.data.data_dir or None):
+    yield example, segmenter(example["image"], postprocess)
 
 
-# The config.cluster fields each clustering method takes (besides min_size).
-METHOD_OPTIONS = {
-    "meanshift": ("bandwidth",),
-    "fast_meanshift": ("bandwidth",),
-    "sklearn_meanshift": ("bandwidth",),
-    "kmeans": ("num_clusters",),
-    "hdbscan": ("min_cluster_size",),
-}
-
-
-def cluster_options(config: ml_collections.ConfigDict) -> dict:
-  """Keyword arguments of cluster_lib.cluster for config.cluster.method."""
-  method = config.cluster.method
-  if method not in METHOD_OPTIONS:
-    raise ValueError(
-        f"config.cluster.method={method!r}; choose one of {sorted(METHOD_OPTIONS)}")
-  options = {"method": method, "min_size": config.cluster.min_size}
-  for name in METHOD_OPTIONS[method]:
-    if name in config.cluster:
-      options[name] = config.cluster[name]
-  return options
-
-
-def _batches(examples: Iterator[dict], batch_size: int) -> Iterator[list[dict]]:
-  batch = []
-  for example in examples:
-    batch.append(example)
-    if len(batch) == batch_size:
-      yield batch
-      batch = []
-  if batch:
-    yield batch
+def num_eval_examples(config: ml_collections.ConfigDict) -> int:
+  """How many examples `segmented_examples` yields; checks first that the split exists."""
+  builder = pipeline.prepare(config, data_dir=config.data.data_dir or None)
+  pipeline.check_prepared(config, builder)
+  size = builder.info.splits[config.data.eval_split].num_examples
+  limit = config.data.num_eval_images
+  return size if limit <= 0 else min(limit, size)
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *, params=None,
@@ -114,43 +82,49 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, params=None,
   workdir = os.path.abspath(workdir)
   if params is None:
     params = load_params(config, workdir)
+  config = tune.with_tuned(config, workdir, verbose=verbose)
   os.makedirs(workdir, exist_ok=True)
-  segment = make_segmenter(config)
-  pipeline.prepare(config, data_dir=config.data.data_dir or None)
-  examples = pipeline.eval_examples(
-      config, data_dir=config.data.data_dir or None, limit=config.data.num_eval_images)
-  with_ap = config.eval.get("mask_ap", True)
+  with_ap = config.eval.mask_ap
   with_classes = config.data.num_classes > 2  # else AP is class-agnostic
   accumulator = aggregation.MetricAccumulator(ap=with_ap)
-  panels = []
-  batch_size = config.eval.get("batch_size", 8)
-  with tqdm(total=config.data.num_eval_images, desc="evaluate", unit="image",
+  matches = matching.MatchingAccumulator() if config.eval.matching else None
+  panels, capped = [], []
+  with tqdm(total=num_eval_examples(config), desc="evaluate", unit="image",
             disable=not verbose or jax.process_index() != 0) as bar:
-    for batch in _batches(examples, batch_size):
-      images = np.stack([e["image"] for e in batch])
-      labels, outputs = segment(params, images)
-      foreground = np.asarray(outputs["foreground"])
-      classes = np.asarray(outputs["classes"])
-      for i, (example, predicted) in enumerate(zip(batch, labels)):
-        gt = np.asarray(example["instances"])
-        ap_inputs = {}
-        if with_ap:
-          ap_inputs["scores"] = instance_scores(predicted, foreground[i])
-        if with_ap and with_classes:
-          ap_inputs["pred_classes"] = classes[i]
-          ap_inputs["gt_classes"] = np.asarray(example["semantic"])
-        # Negative ground truth (config.data.ignore_label) is scored as neither.
-        accumulator.add(example["id"], predicted, gt, ignore=gt < 0, **ap_inputs)
-        if len(panels) < config.eval.num_panels:
-          panels.append(viz.panel(example["image"], predicted, example["instances"]))
-      bar.update(len(batch))
+    for example, result in segmented_examples(config, params):
+      gt = example["instances"]
+      ap_inputs = {}
+      if with_ap:
+        ap_inputs["scores"] = instance_confidences(result.labels, result.foreground)
+      if with_ap and with_classes:
+        ap_inputs["pred_classes"] = result.classes
+        ap_inputs["gt_classes"] = example["semantic"]
+      # Negative ground truth (config.data.ignore_label) is scored as neither.
+      accumulator.add(example["id"], result.labels, gt, ignore=gt < 0, **ap_inputs)
+      if matches is not None:
+        # Ignored ground truth (negative) is left out of both maps.
+        matches.add(np.maximum(gt, 0), np.where(gt < 0, 0, result.labels))
+      if result.capped:
+        capped.append(example["id"])
+      if len(panels) < config.eval.num_panels:
+        panels.append(viz.panel(example["image"], result.labels, gt))
+      bar.update(1)
   summary = accumulator.summary()
+  if matches is not None:
+    summary.update(matches.summary())
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump({"summary": summary, "per_image": accumulator.per_image()}, f, indent=1)
+      json.dump({"summary": summary, "per_image": accumulator.per_image(),
+                 "capped": capped}, f, indent=1)
     if panels:
       viz.save_png(os.path.join(workdir, "panels.png"), viz.stack_rows(panels))
     if verbose:
-      for name in REPORTED + (REPORTED_AP if with_ap else ()):
+      if capped:
+        print(f"warning: {len(capped)} images reached config.data.max_instances="
+              f"{config.data.max_instances} instances (some may have merged): "
+              f"{', '.join(map(str, capped[:5]))}", flush=True)
+      reported = (REPORTED + (REPORTED_AP if with_ap else ())
+                  + (REPORTED_MATCHING if matches is not None else ()))
+      for name in reported:
         print(f"{name} {summary[name]:.3f}", flush=True)
   return summary

@@ -8,9 +8,10 @@ from absl import logging
 from ml_collections import config_flags
 
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and pictures.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export", "inspect"],
-                  "train (then evaluate), evaluate a checkpoint, predict images, or export "
-                  "the latest checkpoint as a bundle.")
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export", "inspect", "tune"],
+                  "train (then evaluate), evaluate a checkpoint, predict images, export "
+                  "the latest checkpoint as a bundle, inspect the data, or tune the "
+                  "post-processing on the eval split.")
 flags.DEFINE_string("input", None, "predict: an image file or a folder of images.")
 flags.DEFINE_string("output", None, "predict: the folder for label and overlay PNGs; "
                     "export: the bundle folder (default WORKDIR/export); evaluate with "
@@ -68,7 +69,7 @@ def main(argv):
   # Imported after jax.distributed.initialize, which must precede any other jax call.
   import jax  # pylint: disable=g-import-not-at-top
   from instseg_jax import compilation_cache  # pylint: disable=g-import-not-at-top
-  from instseg_jax import data, evaluate, export, predict, train, validate  # pylint: disable=g-import-not-at-top
+  from instseg_jax import data, evaluate, export, predict, train, tune, validate  # pylint: disable=g-import-not-at-top
   compilation_cache.enable()
   mode = FLAGS.mode
   if mode == "predict" and (not FLAGS.input or not FLAGS.output):
@@ -79,7 +80,8 @@ def main(argv):
       config, params = export.load_bundle(FLAGS.model)
     except FileNotFoundError as error:
       fail(str(error))
-    workdir = FLAGS.output if mode == "evaluate" else FLAGS.workdir
+    # The bundle carries its tuned post-processing; no workdir's postprocess.json applies.
+    workdir = FLAGS.output if mode == "evaluate" else None
     if mode == "evaluate" and not workdir:
       fail("--mode=evaluate --model=BUNDLE needs --output=FOLDER for results.json and panels")
   else:
@@ -98,6 +100,8 @@ def main(argv):
       evaluate.evaluate(config, workdir, params=params)
     elif mode == "predict":
       predict.predict(config, workdir, FLAGS.input, FLAGS.output, params=params)
+    elif mode == "tune":
+      tune.tune(config, workdir)
     elif mode == "inspect":
       from instseg_jax.data import inspect as data_inspect  # pylint: disable=g-import-not-at-top
       data_inspect.inspect(config, workdir)

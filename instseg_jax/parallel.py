@@ -59,3 +59,16 @@ def sync(name: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(name)
+
+
+def any_process(flag: bool) -> bool:
+  """Whether `flag` is set in any process; every process gets the same answer.
+
+  A collective, so every process must call it at the same point of the program
+  (a barrier too). With one process it is the flag itself and costs nothing.
+  """
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  flags = multihost_utils.process_allgather(np.asarray(flag, np.int32))
+  return bool(np.any(flags))

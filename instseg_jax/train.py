@@ -19,6 +19,7 @@ from instseg_jax import parallel
 from instseg_jax import state as state_lib
 from instseg_jax import train_step as train_step_lib
 from instseg_jax import validate
+from instseg_jax.data import builders
 from instseg_jax.data import pipeline
 
 
@@ -31,7 +32,8 @@ def stop_requests():
   """Turns SIGTERM/SIGINT into a flag the loop polls between steps.
 
   The step in flight finishes and a checkpoint is written before exit, so a
-  preempted run loses nothing.
+  preempted run loses nothing. One process stops after the next step; several
+  processes stop together at the next step that logs or saves (`stop_agreed`).
   """
   requested = {"signal": None}
 
@@ -68,6 +70,68 @@ def _write_metrics(workdir: str, step: int, metrics: dict[str, float]) -> None:
     f.write(json.dumps({"step": step, **metrics}) + "\n")
 
 
+def _logged_step(line: str) -> float:
+  """The step of a metrics.jsonl row; infinite for a row cut short by a kill, so it goes."""
+  try:
+    return json.loads(line)["step"]
+  except (ValueError, KeyError, TypeError):
+    return float("inf")
+
+
+def _drop_metrics_after(workdir: str, step: int) -> None:
+  """Removes the metrics.jsonl rows of steps after `step`, the step a run starts from.
+
+  A run stopped between a log and the next checkpoint logged steps that the resumed
+  run trains and logs again; without this their rows would appear twice.
+  """
+  path = os.path.join(workdir, "metrics.jsonl")
+  if jax.process_index() != 0 or not os.path.isfile(path):
+    return
+  with open(path) as f:
+    lines = [line for line in f if line.strip()]
+  kept = [line for line in lines if _logged_step(line) <= step]
+  if len(kept) == len(lines):
+    return
+  # Written aside and renamed, so a kill now cannot leave half a file.
+  with open(path + ".tmp", "w") as f:
+    f.writelines(kept)
+  os.replace(path + ".tmp", path)
+
+
+def prepare_data(config: ml_collections.ConfigDict, *, process_index: int,
+                 agree=None) -> None:
+  """Writes the data set files on process 0 and checks what the run will read.
+
+  Every process learns whether process 0 succeeded, so that a failed build ends
+  every process with an error instead of leaving the others waiting for it.
+
+  Args:
+    config: the experiment config.
+    process_index: this JAX process.
+    agree: fn(flag) -> whether any process set it, called once by every process
+      (a barrier); default parallel.any_process.
+
+  Raises:
+    builders.DataError, validate.ConfigError: process 0's error on process 0; on
+      the other processes a DataError that points to process 0's log.
+  """
+  agree = agree or parallel.any_process
+  error = None
+  if process_index == 0:
+    try:
+      builder = pipeline.prepare(config, data_dir=data_dir(config))
+      pipeline.check_prepared(config, builder)
+    except Exception as caught:  # pylint: disable=broad-except
+      # Re-raised below, once the other processes know.
+      error = caught
+  failed = agree(error is not None)
+  if error is not None:
+    raise error
+  if failed:
+    raise builders.DataError(
+        "preparing the data failed on process 0; its output says why")
+
+
 def _raise_if_nonfinite(pending, fetched, checkpointer) -> None:
   for (step, batch_ids, _), metrics in zip(pending, fetched):
     if not metrics["finite"]:
@@ -77,6 +141,34 @@ def _raise_if_nonfinite(pending, fetched, checkpointer) -> None:
           f"this process); the last good checkpoint is step {checkpointer.latest_step()} "
           f"in {checkpointer.directory}. Lower config.optim.learning_rate, or set "
           "config.train.skip_nonfinite=True to skip such steps")
+
+
+def stop_agreed(requested: dict, *, sync_point: bool) -> bool:
+  """Whether the loop stops after this step; every process gets the same answer.
+
+  A process that stopped alone would leave the others waiting in the next step's
+  collectives. Processes agree at steps that fetch metrics or save anyway
+  (`sync_point`, the same in every process), so the loop adds no host round trip
+  of its own; a single process needs no agreement and stops at the next step.
+  """
+  local = requested["signal"] is not None
+  if sync_point:
+    return parallel.any_process(local)
+  return local and jax.process_count() == 1
+
+
+def _stop_message(stopped_by: str, step: int, checkpointer: checkpoint.Checkpointer) -> str:
+  """What a stopped run tells the user, from what is on disk rather than what was meant."""
+  saved = checkpointer.latest_step(reload=True)
+  if saved == step:
+    return (f"Stopped by {stopped_by} after step {step}; checkpoint of step {saved} saved in "
+            f"{checkpointer.directory}. Run the same command again to resume.")
+  if saved is None:
+    return (f"Stopped by {stopped_by} after step {step}; no checkpoint is in "
+            f"{checkpointer.directory}, so the same command starts again from step 0.")
+  return (f"Stopped by {stopped_by} after step {step}; the latest checkpoint in "
+          f"{checkpointer.directory} is step {saved}. Run the same command again to resume "
+          f"from it.")
 
 
 def _with_pretrained_encoder(state: state_lib.TrainState, config: ml_collections.ConfigDict,
@@ -105,9 +197,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   parallel.check_batch_size(config.train.batch_size, mesh)
 
   # One process writes the data set files; the others read them once written.
-  if jax.process_index() == 0:
-    pipeline.prepare(config, data_dir=data_dir(config))
-  parallel.sync("data prepared")
+  prepare_data(config, process_index=jax.process_index())
   data_iterator = pipeline.train_iterator(
       config, data_dir=data_dir(config), process_index=jax.process_index(),
       process_count=jax.process_count())
@@ -128,6 +218,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   elif config.model.get("pretrained", ""):
     state = _with_pretrained_encoder(state, config, replicated)
     say(f"encoder weights from {config.model.pretrained}")
+  _drop_metrics_after(workdir, int(state.step))
 
   step_fn = jax.jit(
       functools.partial(train_step_lib.train_step, config=config),
@@ -152,10 +243,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
       bar.update(1)
       done = step + 1
       is_last = done == num_steps
-      will_save = (done % config.train.checkpoint_every == 0 or is_last
-                   or requested["signal"])
+      logs = done % config.train.log_every == 0
+      saves = done % config.train.checkpoint_every == 0 or is_last
+      # Decided once per step, so that a stop is always a save: a signal that comes
+      # later in this step (while waiting on the fetch, say) stops the next one.
+      stop = stop_agreed(requested, sync_point=logs or saves)
+      will_save = saves or stop
       # Metrics are checked before every save so a non-finite state is never saved.
-      if done % config.train.log_every == 0 or will_save:
+      if logs or will_save:
         fetched = parallel.to_host([m for _, _, m in pending])
         if not config.train.skip_nonfinite:
           _raise_if_nonfinite(pending, fetched, checkpointer)
@@ -171,17 +266,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
         bar.set_postfix(loss=f"{summary['loss']:.4f}")
       if will_save:
         checkpointer.save(done, state, data_iterator)
-      if requested["signal"]:
-        stopped_by = requested["signal"]
+      if (config.train.eval_every and done % config.train.eval_every == 0 and not is_last
+          and not stop and jax.process_index() == 0):
+        evaluate_and_log(config, workdir, parallel.to_host(state.params), done)
+      if stop:
+        stopped_by = requested["signal"] or "a stop request of another process"
         break
+  checkpointer.wait()
+  if stopped_by:
+    print(_stop_message(stopped_by, int(state.step), checkpointer), flush=True)
   checkpointer.close()
   if stopped_by:
-    print(f"Stopped by {stopped_by} after step {int(state.step)}; checkpoint saved in "
-          f"{checkpointer.directory}. Run the same command again to resume.", flush=True)
     return None
 
   if jax.process_index() != 0:
     return None
-  # Evaluation is host work on process 0, on its local devices.
+  # Evaluation is host work on process 0, on its local devices; its scores are in results.json.
   from instseg_jax import evaluate  # pylint: disable=g-import-not-at-top
   return evaluate.evaluate(config, workdir, params=parallel.to_host(state.params))
+
+
+def evaluate_and_log(config: ml_collections.ConfigDict, workdir: str, params, step: int
+                     ) -> dict[str, float]:
+  """Scores params on the eval split (the evaluate path) and logs them as "eval/NAME".
+
+  Host work on process 0, on its local devices; the other processes go on to the
+  next step and wait for it there.
+  """
+  from instseg_jax import evaluate  # pylint: disable=g-import-not-at-top
+  summary = evaluate.evaluate(config, workdir, params=params, verbose=False)
+  _write_metrics(workdir, step, {f"eval/{name}": float(value) for name, value in summary.items()})
+  say(f"step {step}: validation SBD {summary['SBD']:.3f}, |DiC| {summary['|DiC|']:.3f}")
+  return summary

@@ -16,7 +16,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
 
   A step whose loss or gradient norm is not finite is reported through
   metrics["finite"] = 0; with config.train.skip_nonfinite it also leaves the
-  state untouched (and counts as skipped) instead of poisoning the weights.
+  parameters and optimizer state untouched (and counts as skipped) instead of
+  poisoning the weights. The step counter always advances: it numbers the
+  checkpoints, and a resumed run must not save a step number that exists.
   """
   del rng  # No stochastic layers yet; kept so dropout needs no signature change.
 
@@ -28,27 +30,33 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
   new_state = state.apply_gradients(grads=grads)
-  if config.train.get("skip_nonfinite", False):
+  if config.train.skip_nonfinite:
     new_state = jax.tree_util.tree_map(
         lambda new, old: jnp.where(finite, new, old), new_state, state)
+    new_state = new_state.replace(step=state.step + 1)
   metrics = dict(metrics, grad_norm=grad_norm, finite=finite.astype(jnp.float32))
   return new_state, metrics
 
 
 def predict_step(params, images: jax.Array, *, apply_fn, fg_threshold: float
                  ) -> dict[str, jax.Array]:
-  """Embeddings, foreground probability, mask and foreground class for images (B,H,W,3).
+  """Embeddings and the semantic head's answers (see `semantic_outputs`) for images (B,H,W,3)."""
+  outputs = apply_fn({"params": params}, images)
+  result = {"embedding": outputs["embedding"],
+            **semantic_outputs(jax.nn.softmax(outputs["semantic_logits"], axis=-1),
+                               fg_threshold=fg_threshold)}
+  if "count" in outputs:
+    result["count"] = outputs["count"]
+  return result
+
+
+def semantic_outputs(probabilities: jax.Array, *, fg_threshold: float) -> dict[str, jax.Array]:
+  """Foreground probability, mask and foreground class from class probabilities (B,H,W,K).
 
   "classes" is the likeliest class other than background (1..K-1) of every pixel, so
   that every clustered pixel has one.
   """
-  outputs = apply_fn({"params": params}, images)
-  logits = outputs["semantic_logits"]
-  probs = jax.nn.softmax(logits, axis=-1)
-  foreground = 1.0 - probs[..., 0]
-  result = {"embedding": outputs["embedding"], "foreground": foreground,
-            "mask": foreground > fg_threshold,
-            "classes": 1 + jnp.argmax(logits[..., 1:], axis=-1).astype(jnp.int32)}
-  if "count" in outputs:
-    result["count"] = outputs["count"]
-  return result
+  foreground = 1.0 - probabilities[..., 0]
+  return {"probabilities": probabilities, "foreground": foreground,
+          "mask": foreground > fg_threshold,
+          "classes": 1 + jnp.argmax(probabilities[..., 1:], axis=-1).astype(jnp.int32)}

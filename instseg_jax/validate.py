@@ -28,6 +28,23 @@ def _positive(config: ml_collections.ConfigDict, path: str) -> None:
     raise ConfigError(f"config.{path}={value!r} must be a positive integer")
 
 
+def _at_least(config: ml_collections.ConfigDict, path: str, bound: float, *,
+              strict: bool = False) -> None:
+  """Checks a number against its bound: value > bound (strict) or value >= bound.
+
+  A field the config lacks (a bundle exported by an older version) is left alone.
+  """
+  value = config
+  for part in path.split("."):
+    if part not in value:
+      return
+    value = value[part]
+  ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+        and (value > bound if strict else value >= bound))
+  if not ok:
+    raise ConfigError(f"config.{path}={value!r} must be {'>' if strict else '>='} {bound}")
+
+
 def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
   """Raises ConfigError on the first field the run cannot use."""
   # Imported here: the registries pull in jax, flax and tfds.
@@ -35,8 +52,14 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
   from instseg_jax import losses  # pylint: disable=g-import-not-at-top
   from instseg_jax import models  # pylint: disable=g-import-not-at-top
   from instseg_jax.data import builders  # pylint: disable=g-import-not-at-top
+  from instseg_jax.data import transforms  # pylint: disable=g-import-not-at-top
 
   _choice(config, "data.name", builders.BUILDERS)
+  # "" (or no field) means the builder's default config.
+  if config.data.get("builder_config", ""):
+    _choice(config, "data.builder_config", builders.builder_config_names(config.data.name))
+  if "size_mode" in config.data:  # Older bundles lack it: the pipeline's default applies.
+    _choice(config, "data.size_mode", transforms.SIZE_MODES)
   _choice(config, "model.name", models.MODELS)
   _choice(config, "model.dtype", models.DTYPES)
   _choice(config, "cluster.method", cluster.METHODS)
@@ -60,6 +83,11 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
   for path in ("train.batch_size", "train.num_steps", "train.log_every",
                "train.checkpoint_every", "data.max_instances", "model.embedding_dim"):
     _positive(config, path)
+  # A bandwidth of 0 gives degenerate labels, a negative side shrinks every image to one
+  # pixel, and keeping no checkpoint leaves nothing to resume or evaluate.
+  _at_least(config, "cluster.bandwidth", 0, strict=True)
+  _at_least(config, "predict.max_side", 0)
+  _at_least(config, "train.keep_checkpoints", 1)
   if config.data.num_classes < 2:
     raise ConfigError(
         f"config.data.num_classes={config.data.num_classes} must count background and at "

@@ -834,3 +834,77 @@ def test_data_set_configs_are_valid(name):
   if issubclass(cls, builders.FolderBuilder) and len(cls.CLASS_NAMES) > 1 and (
       config.data.name != "coco"):
     assert config.data.num_classes == len(cls.CLASS_NAMES)
+
+
+# ---------------------------------------------------------------- what a run checks before it starts
+
+
+def _write_small_folder(folder, count, *, seed=0):
+  """`count` 32x32 RGB images with 16-bit instance labels: enough for a batch of 8."""
+  rng = np.random.default_rng(seed)
+  for i in range(count):
+    labels = _rectangles(32, 32, 2, rng)
+    _save(_id_colours(labels), f"{folder}/images/img{i}.png")
+    _save(labels.astype(np.uint16), f"{folder}/labels/img{i}.png")
+
+
+def test_missing_eval_split_stops_the_run_before_the_first_step(tmp_path):
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from instseg_jax import checkpoint, train, validate  # pylint: disable=g-import-not-at-top
+  _write_small_folder(str(tmp_path / "raw"), 8)
+  config = tiny.get_config()
+  # configs/dsb2018.py's data on a folder without split folders, nothing held out.
+  config.data.name = "instance_folder"
+  config.data.builder_config = "default"
+  config.data.manual_dir = str(tmp_path / "raw")
+  config.data.data_dir = str(tmp_path / "tfds")
+  config.data.eval_split = "validation"
+  config.data.validation_fraction = 0.0
+  workdir = str(tmp_path / "run")
+  with pytest.raises(validate.ConfigError,
+                     match=r"config.data.eval_split='validation' is not a split .*"
+                     r"\['train'\].*validation_fraction"):
+    train.train_and_evaluate(config, workdir)
+  assert checkpoint.Checkpointer(workdir).latest_step() is None
+
+
+def test_num_classes_below_the_data_classes_is_refused(tmp_path):
+  from instseg_jax import train, validate  # pylint: disable=g-import-not-at-top
+  _write_voc(str(tmp_path / "raw"), np.random.default_rng(0))
+  config = _config("voc", tmp_path / "raw", tmp_path / "tfds",
+                   builder_config="2012", num_classes=2)
+  # VOC's classes 7, 12 and 15 would be left out of the semantic loss, silently.
+  with pytest.raises(validate.ConfigError,
+                     match=r"num_classes=2 is below the 21 classes .*num_classes=21"):
+    train.prepare_data(config, process_index=0)
+  config.data.num_classes = 21
+  train.prepare_data(config, process_index=0)
+
+
+def test_changed_files_get_a_new_cache(tmp_path):
+  folder = str(tmp_path / "raw")
+  _write_instance_folder(folder)
+  config = _config("instance_folder", folder, tmp_path / "tfds")
+  before = pipeline.prepare(config, data_dir=None)
+  assert pipeline.prepare(config, data_dir=None).data_path == before.data_path
+  old = {_text(r["id"]): r["instances"] for r in _records(before, "train")}
+  stem = sorted(old)[0]
+  label = os.path.join(folder, "labels", f"{stem}.png")
+  _save(np.zeros(old[stem].shape, np.uint16), label)
+  after = pipeline.prepare(config, data_dir=None)
+  assert after.data_path != before.data_path
+  new = {_text(r["id"]): r["instances"] for r in _records(after, "train")}
+  assert not new[stem].any()
+
+
+def test_skip_bad_examples_gets_its_own_cache(tmp_path):
+  folder = str(tmp_path / "raw")
+  _write_instance_folder(folder)
+  _corrupt(folder)
+  config = _config("instance_folder", folder, tmp_path / "tfds",
+                   skip_bad_examples=True)
+  pipeline.prepare(config, data_dir=None)
+  # Without skipping, the bad file must stop the build, not hide in the skipping cache.
+  config.data.skip_bad_examples = False
+  with pytest.raises(builders.DataError, match="img0.png"):
+    pipeline.prepare(config, data_dir=None)

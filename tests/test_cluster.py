@@ -226,3 +226,34 @@ def test_remove_small_instances_numpy_and_jax():
       cl.remove_small_instances(jax.numpy.asarray(batch), min_size=3), want_batch
   )
   np.testing.assert_array_equal(cl.remove_small_instances(labels, min_size=0), labels)
+
+
+def _many_blobs(num_instances: int, *, pixels: int = 10, dim: int = 4, spacing: float = 4.0):
+  """num_instances instances of `pixels` pixels each, centres on a grid `spacing` apart.
+
+  Returns:
+    embeddings (H, W, dim) float32, mask (H, W) bool (all True), truth (H, W) int32.
+  """
+  rng = np.random.default_rng(0)
+  side = int(np.ceil(num_instances ** (1 / dim)))
+  grid = np.stack(np.meshgrid(*[np.arange(side)] * dim, indexing="ij"), -1).reshape(-1, dim)
+  centres = grid[rng.permutation(len(grid))[:num_instances]] * spacing
+  truth = np.repeat(np.arange(1, num_instances + 1), pixels).reshape(-1, 50).astype(np.int32)
+  embeddings = centres[truth - 1] + rng.normal(0.0, 0.1, truth.shape + (dim,))
+  return embeddings.astype(np.float32), np.ones(truth.shape, bool), truth
+
+
+def test_mean_shift_finds_as_many_instances_as_the_caller_allows(caplog):
+  embeddings, mask, truth = _many_blobs(200)
+  pred = cl.cluster(embeddings, mask, method="meanshift", bandwidth=1.0, max_instances=384)
+  assert int(np.max(pred)) == 200
+  assert _ari(truth, pred, mask) > 0.99
+  assert "max_instances" not in caplog.text
+
+
+@pytest.mark.parametrize("method", ["meanshift", "fast_meanshift"])
+def test_reaching_max_instances_is_reported(method, caplog):
+  embeddings, mask, _ = _many_blobs(200)
+  pred = cl.cluster(embeddings, mask, method=method, bandwidth=1.0, max_instances=150)
+  assert int(np.max(pred)) == 150
+  assert "max_instances=150" in caplog.text

@@ -157,6 +157,8 @@ def _assert_aligned(out, *, source_shape, tolerance=0.5, margin=3):
             e, r, size=(32, 32), mode="fit", scale_range=(1.0, 1.5)), 0.5),
         ("scale_crop_native", lambda e, r: transforms.random_scale_crop(
             e, r, size=(24, 24), mode="native"), 0.5),
+        ("scale_crop_foreground", lambda e, r: transforms.random_scale_crop(
+            e, r, size=(24, 24), mode="native", foreground_crop=1.0), 0.5),
         # Same shape and no zoom: scale-crop is the identity, rotation exact.
         ("augment_same_size", lambda e, r: transforms.augment(
             e, r, size=(40, 56), scale_range=(1.0, 1.0), brightness=0.0,
@@ -178,6 +180,25 @@ def test_transforms_keep_image_and_labels_aligned(name, fn, tolerance):
     assert out["image"].dtype == np.float32
     assert out["instances"].dtype == np.int32
     _assert_aligned(out, source_shape=(40, 56), tolerance=tolerance)
+
+
+def test_foreground_crops_centre_windows_on_instances():
+  instances = np.zeros((200, 300), np.int32)
+  instances[150:160, 250:260] = 1  # one small object far from the centre
+  example = {"image": np.zeros((200, 300, 3), np.float32), "instances": instances,
+             "semantic": (instances > 0).astype(np.int32)}
+  def hits(probability):
+    return sum(transforms.random_scale_crop(
+        example, np.random.default_rng(seed), size=(32, 32), mode="native",
+        scale_range=(1.0, 1.0), foreground_crop=probability)["instances"].any()
+               for seed in range(50))
+  assert hits(1.0) == 50
+  assert hits(0.0) < 10
+  # Off, it draws no number: the random stream of older configs is unchanged.
+  rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(1)
+  transforms.random_scale_crop(example, rng_a, size=(32, 32), mode="native")
+  transforms.random_scale_crop(example, rng_b, size=(32, 32), mode="native", foreground_crop=0.0)
+  assert rng_a.random() == rng_b.random()
 
 
 def test_color_jitter_changes_only_the_image():

@@ -12,6 +12,8 @@ from PIL import Image
 
 from configs import tiny
 from instseg_jax import export
+from instseg_jax import inference
+from instseg_jax import models
 from instseg_jax import predict
 from instseg_jax import train
 
@@ -71,8 +73,8 @@ def test_serialized_predict_runs_without_the_model_code(trained, tmp_path):
   images = np.random.default_rng(1).random((3, 32, 32, 3)).astype(np.float32)
   serialized = export.load_serialized_predict(bundle)(images)
   _, params = export.load_bundle(bundle)
-  from instseg_jax import evaluate  # pylint: disable=g-import-not-at-top
-  _, direct = evaluate.make_segmenter(config)(params, images)
+  direct = inference.network_outputs(params, images, apply_fn=models.create_model(config).apply,
+                                     flip_average=False)
   np.testing.assert_allclose(serialized["embedding"], direct["embedding"], atol=1e-5)
 
 
@@ -121,3 +123,57 @@ def test_predict_handles_each_kind_of_bad_input(trained, tmp_path, monkeypatch):
     assert Image.open(out / f"{name}_overlay.png").size == (array.shape[1], array.shape[0])
   assert not list(tmp_path.glob("*_labels.png"))  # nothing escaped the output folder
   assert not [p for p in out.iterdir() if ".tmp" in p.name]
+
+
+def test_inputs_with_one_stem_get_one_label_map_each(trained, tmp_path, capsys):
+  config, workdir, _ = trained
+  folder = tmp_path / "in"
+  folder.mkdir()
+  image = (np.random.default_rng(3).random((32, 32, 3)) * 255).astype(np.uint8)
+  Image.fromarray(image).save(folder / "a.png")
+  Image.fromarray(image[::-1]).save(folder / "a.tif")
+  predict.predict(config, workdir, str(folder), str(tmp_path / "out"))
+  assert sorted(p.name for p in (tmp_path / "out").glob("*_labels.png")) == [
+      "a_png_labels.png", "a_tif_labels.png"]
+  assert "wrote 2 label maps" in capsys.readouterr().out
+
+
+def test_predict_reads_every_image_mode_as_the_training_data_stores_it(tmp_path):
+  from configs import dsb2018  # pylint: disable=g-import-not-at-top
+  from instseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(4)
+  root = tmp_path / "data"
+  for part in ("images", "labels"):
+    (root / "validation" / part).mkdir(parents=True)
+    (root / "train" / part).mkdir(parents=True)
+  palette = Image.fromarray((rng.random((20, 24)) * 200).astype(np.uint8)).convert(
+      "P", palette=Image.Palette.ADAPTIVE, colors=16)
+  images = {
+      "palette.png": palette,
+      "cmyk.tif": Image.fromarray((rng.random((20, 24, 3)) * 255).astype(np.uint8)).convert("CMYK"),
+      "deep16.png": Image.fromarray((rng.random((20, 24)) * 4000 + 100).astype(np.uint16)),
+  }
+  labels = np.zeros((20, 24), np.uint16)
+  labels[5:10, 5:10] = 1
+  for split in ("train", "validation"):
+    for name, image in images.items():
+      image.save(root / split / "images" / name)
+      Image.fromarray(labels).save(root / split / "labels" / (os.path.splitext(name)[0] + ".png"))
+  config = dsb2018.get_config()
+  config.data.manual_dir = str(root)
+  config.data.data_dir = str(tmp_path / "tfds")
+  stored = {os.path.basename(e["id"]): e["image"]
+            for e in pipeline.eval_records(config, data_dir=None)}
+  assert len(stored) == 3
+  for name in images:
+    read = predict.read_rgb(str(root / "validation" / "images" / name))
+    np.testing.assert_array_equal(read, stored[os.path.splitext(name)[0]], err_msg=name)
+
+
+def test_a_bundle_does_not_need_the_pretrained_weights_file(tmp_path):
+  from instseg_jax import validate  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  config.model.pretrained = str(tmp_path / "gone.pth")
+  bundled = export.bundle_config(config, str(tmp_path))
+  assert bundled.model.pretrained == "" and config.model.pretrained
+  validate.validate(bundled, num_devices=1)

@@ -300,5 +300,27 @@ def test_instance_scores_are_mean_foreground_probabilities_by_id():
   from instseg_jax import evaluate  # pylint: disable=g-import-not-at-top
   labels = np.array([[0, 1, 1], [3, 3, 0]])
   foreground = np.array([[0.1, 0.8, 0.6], [0.9, 0.5, 0.2]])
-  np.testing.assert_allclose(evaluate.instance_scores(labels, foreground),
+  np.testing.assert_allclose(evaluate.instance_confidences(labels, foreground),
                              [0.15, 0.7, 0.0, 0.7])
+
+
+def _dense(count=300, side=3):
+  """`count` separate side x side squares on one image, ids 1..count (a dense nuclei image)."""
+  per_row = 20
+  rows = -(-count // per_row)
+  labels = np.zeros((rows * (side + 1), per_row * (side + 1)), np.int32)
+  for k in range(count):
+    top, left = (k // per_row) * (side + 1), (k % per_row) * (side + 1)
+    labels[top:top + side, left:left + side] = k + 1
+  return labels
+
+
+def test_mask_ap_keeps_every_detection_of_a_dense_image():
+  gt = _dense()
+  # Perfect predictions: every one of the 300 instances counts, not only the first 100.
+  assert metrics.mask_ap([gt], [gt]) == pytest.approx({"AP": 1.0, "AP50": 1.0, "AP75": 1.0})
+  acc = metrics.MetricAccumulator(ap=True)
+  acc.add(0, gt, gt)
+  assert acc.summary()["AP"] == pytest.approx(1.0)
+  # An explicit limit still applies.
+  assert metrics.mask_ap([gt], [gt], max_dets=100)["AP"] < 0.5

@@ -188,6 +188,9 @@ def test_non_finite_steps_can_be_skipped_and_counted(tmp_path, data_dir):
     ("--config.train.num_steps=abc", "num_steps"),
     ("--config.data.image_size=(30,31)", "stride"),
     ("--config.model.name=resnet9000", "config.model.name"),
+    ("--config.data.size_mode=fitt", "config.data.size_mode"),
+    ("--config.data.builder_config=tinny", "config.data.builder_config"),
+    ("--config.train.keep_checkpoints=0", "config.train.keep_checkpoints"),
 ])
 def test_config_mistakes_exit_2_with_one_line(tmp_path, flag, message):
   result = subprocess.run(_main_command(str(tmp_path), str(tmp_path), flag), cwd=REPO,
@@ -220,3 +223,14 @@ def test_evaluation_with_several_classes_scores_class_aware_ap(data_dir, tmp_pat
     assert set(np.unique(kwargs["pred_classes"])) <= {1, 2}
     assert set(np.unique(kwargs["gt_classes"])) <= {0, 1}
   assert 0.0 <= summary["AP50"] <= 1.0
+
+
+def test_eval_every_logs_validation_scores_at_its_steps(data_dir, tmp_path):
+  config = _config(data_dir, eval_every=2)
+  config.data.num_eval_images = 2
+  train.train_and_evaluate(config, str(tmp_path))
+  rows = _read_metrics(str(tmp_path))
+  evaluated = [r["step"] for r in rows if "eval/SBD" in r]
+  assert evaluated == [2, 4]  # step 6 is the final evaluation, in results.json
+  assert all(0.0 <= r["eval/SBD"] <= 1.0 for r in rows if "eval/SBD" in r)
+  assert [r["step"] for r in rows if "loss" in r] == [2, 3, 4, 6]

@@ -7,7 +7,9 @@ int32 labels: 0 outside the mask, instances numbered 1..K per image.
 """
 
 from collections.abc import Callable
+import inspect
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,6 +86,28 @@ def remove_small_instances(
   return np.stack([_remove_small_np(image, min_size) for image in labels])
 
 
+def _instance_cap(fn: Callable[..., jax.Array | np.ndarray], options: dict) -> int | None:
+  """The max_instances a method runs with (the caller's or its default); None if it has none."""
+  if "max_instances" in options:
+    return int(options["max_instances"])
+  parameter = inspect.signature(fn).parameters.get("max_instances")
+  if parameter is None or parameter.default is inspect.Parameter.empty:
+    return None
+  return int(parameter.default)
+
+
+def _warn_if_capped(labels: jax.Array | np.ndarray, method: str, cap: int | None) -> None:
+  """Says when an image has as many instances as the method may return: some may be missing."""
+  if cap is None or isinstance(labels, jax.core.Tracer):
+    return  # Inside a caller's jit the count is not known yet.
+  found = int(np.max(np.asarray(labels), initial=0))
+  if found >= cap:
+    logging.warning(
+        "clustering (%s) found max_instances=%d instances in an image, the most it may "
+        "return; instances beyond them were merged or left out. Raise max_instances.",
+        method, cap)
+
+
 def cluster(
     embeddings: jax.Array | np.ndarray,
     mask: jax.Array | np.ndarray,
@@ -105,6 +129,7 @@ def cluster(
 
   Returns:
     (H, W) or (B, H, W) int32 labels: a `jax.Array` for the JAX methods, NumPy for sklearn's.
+    When an image reaches the method's max_instances a warning is logged.
 
   Raises:
     ValueError: for an unknown method.
@@ -115,4 +140,7 @@ def cluster(
     raise ValueError(
         f"Unknown clustering method {method!r}; valid: {', '.join(sorted(METHODS))}."
     ) from None
-  return remove_small_instances(fn(embeddings, mask, **options), min_size=min_size)
+  labels = fn(embeddings, mask, **options)
+  # Checked before small instances are removed: those still took a slot.
+  _warn_if_capped(labels, method, _instance_cap(fn, options))
+  return remove_small_instances(labels, min_size=min_size)

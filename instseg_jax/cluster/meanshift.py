@@ -336,7 +336,7 @@ def mean_shift(
     mask: jax.Array,
     *,
     bandwidth: float | jax.Array = 1.0,
-    num_seeds: int = 128,
+    num_seeds: int | None = None,
     num_points: int = 2048,
     max_iters: int = 30,
     tol: float | jax.Array = 1e-3,
@@ -347,8 +347,9 @@ def mean_shift(
 ) -> jax.Array:
   """Mean-shift clustering of the foreground embeddings, on device.
 
-  Seeds: `num_seeds` farthest-point samples of a `num_points` raster-strided subsample of the
-  foreground, so small instances get seeds as surely as large ones. Each seed climbs the kernel
+  Seeds: `num_seeds` (at least `max_instances`) farthest-point samples of a `num_points`
+  raster-strided subsample of the foreground, so small instances get seeds as surely as large
+  ones. Each seed climbs the kernel
   density of that subsample until it moves less than `tol * bandwidth` or after `max_iters`
   steps. Modes are then kept in order of density unless one already kept lies within
   `merge_radius`, the densest `max_instances` survive, and every foreground pixel takes the nearest.
@@ -361,7 +362,8 @@ def mean_shift(
     mask: (H, W) or (B, H, W) bool foreground; only these pixels are clustered.
     bandwidth: kernel radius: the flat kernel's radius, twice the Gaussian's standard deviation.
       1.0 = 2 * delta_v suits the paper's margins (see the module docstring).
-    num_seeds: seeds per image (static); must exceed the number of instances.
+    num_seeds: seeds per image (static); each seed finds at most one instance, so fewer than
+      `max_instances` are raised to it, and None means `max_instances`.
     num_points: size of the foreground subsample that forms the density (static).
     max_iters: cap on mean-shift steps (static).
     tol: convergence threshold, relative to `bandwidth`.
@@ -378,6 +380,8 @@ def mean_shift(
   """
   if kernel not in _KERNELS:
     raise ValueError(f"Unknown kernel {kernel!r}; valid: {', '.join(_KERNELS)}.")
+  # Fewer seeds than max_instances would cap the result below what the caller asked for.
+  num_seeds = max(num_seeds or 0, max_instances)
   fn = functools.partial(
       _mean_shift_single,
       bandwidth=jnp.asarray(bandwidth, jnp.float32),

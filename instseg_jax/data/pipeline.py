@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from instseg_jax import validate
 from instseg_jax.data import builders
 from instseg_jax.data import transforms
 from instseg_jax.data.builders import files
@@ -85,6 +86,51 @@ def prepare(
       ),
   )
   return builder
+
+
+def data_classes(builder: tfds.core.DatasetBuilder) -> list[str] | None:
+  """The class names of the prepared data (0 = background), or None if unknown."""
+  metadata = builder.info.metadata
+  if metadata is not None and "class_names" in metadata:
+    return list(metadata["class_names"])
+  names = getattr(builder, "CLASS_NAMES", None)
+  return None if names is None else list(names)
+
+
+def check_prepared(
+    config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder
+) -> None:
+  """Checks, before any step, what the run will read from the prepared data.
+
+  A missing evaluation split would otherwise surface after the whole training,
+  and semantic labels at or above data.num_classes would be silently left out
+  of the loss.
+
+  Raises:
+    validate.ConfigError: data.train_split or data.eval_split is not a split of
+      the data, or data.num_classes is below the number of classes it holds.
+  """
+  splits = sorted(builder.info.splits.keys())
+  for field in ("train_split", "eval_split"):
+    split = config.data[field]
+    if split in splits:
+      continue
+    hint = ""
+    if (getattr(builder, "USES_HOLDOUT", False)
+        and not config.data.get("validation_fraction", 0.2)):
+      hint = ("; config.data.validation_fraction=0 holds out no "
+              "'validation' split, set it above 0")
+    raise validate.ConfigError(
+        f"config.data.{field}={split!r} is not a split of data set "
+        f"{config.data.name!r} in {builder.data_dir} (splits: {splits}){hint}"
+    )
+  classes = data_classes(builder)
+  if classes is not None and config.data.num_classes < len(classes):
+    raise validate.ConfigError(
+        f"config.data.num_classes={config.data.num_classes} is below the "
+        f"{len(classes)} classes (background included) of data set "
+        f"{config.data.name!r}; set --config.data.num_classes={len(classes)}"
+    )
 
 
 def split_stats(
@@ -293,6 +339,7 @@ def augment_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
       "brightness": float(data.get("aug_brightness", 0.2)),
       "contrast": float(data.get("aug_contrast", 0.2)),
       "saturation": float(data.get("aug_saturation", 0.0)),
+      "foreground_crop": float(data.aug_foreground_crop),
       "label_fill": _label_fill(config),
   }
 
@@ -488,15 +535,8 @@ def eval_examples(
     full_resolution: also give "full_instances" and "full_semantic", the
       labels at the stored resolution, for metrics on the original grid.
   """
-  split = split or config.data.eval_split
-  source = prepare(config, data_dir=data_dir).as_data_source(split=split)
-  limit = config.data.num_eval_images if limit is None else limit
-  count = len(source) if limit <= 0 else min(limit, len(source))
-
-  ds = grain.MapDataset.source(source).map_with_index(
-      functools.partial(_attach_index, record_indices=np.arange(len(source)))
-  )[:count]
-  ds = ds.map(functools.partial(_decode, ignore=ignore_label(config))).map(
+  ds = _decoded_eval_split(config, data_dir=data_dir, split=split, limit=limit)
+  ds = ds.map(
       functools.partial(
           _eval_example,
           size=tuple(config.data.image_size),
@@ -505,11 +545,30 @@ def eval_examples(
           full=full_resolution,
       )
   )
-  yield from ds.to_iter_dataset(
-      grain.ReadOptions(
-          num_threads=int(config.data.get("read_threads", 2)),
-          prefetch_buffer_size=8,
-      )
+  yield from ds.to_iter_dataset(_eval_read_options(config))
+
+
+def _decoded_eval_split(
+    config: ml_collections.ConfigDict,
+    *,
+    data_dir: str | None,
+    split: str | None,
+    limit: int | None,
+) -> grain.MapDataset:
+  """The first `limit` records of the eval split in record order, decoded."""
+  split = split or config.data.eval_split
+  source = prepare(config, data_dir=data_dir).as_data_source(split=split)
+  limit = config.data.num_eval_images if limit is None else limit
+  count = len(source) if limit <= 0 else min(limit, len(source))
+  ds = grain.MapDataset.source(source).map_with_index(
+      functools.partial(_attach_index, record_indices=np.arange(len(source)))
+  )[:count]
+  return ds.map(functools.partial(_decode, ignore=ignore_label(config)))
+
+
+def _eval_read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
+  return grain.ReadOptions(
+      num_threads=int(config.data.read_threads), prefetch_buffer_size=4
   )
 
 
@@ -569,3 +628,26 @@ def _stack(examples: list[Batch], *, batch_size: int) -> Batch:
     pad = np.zeros((padding,) + stacked.shape[1:], stacked.dtype)
     batch[key] = np.concatenate([stacked, pad])
   return batch
+
+
+def eval_records(
+    config: ml_collections.ConfigDict,
+    *,
+    data_dir: str | None,
+    split: str | None = None,
+    limit: int | None = None,
+) -> Iterator[Batch]:
+  """Yields the first examples of the eval split in record order, as stored.
+
+  What `inference.Segmenter` and the metrics take: every image at its own
+  resolution, scored on its own grid (the CVPPP protocol).
+
+  Each example has "image" float32 (H, W, 3) in [0, 1] (`transforms.to_float`,
+  as in training), "instances" int32 (H, W) renumbered 1..N (the ignore label
+  kept), "semantic" int32 (H, W), "num_instances", "index" and "id" (str).
+
+  Args: as `eval_examples`.
+  """
+  ds = _decoded_eval_split(config, data_dir=data_dir, split=split, limit=limit)
+  ds = ds.map(functools.partial(_finalize, keep_id=True))
+  yield from ds.to_iter_dataset(_eval_read_options(config))

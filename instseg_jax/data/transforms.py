@@ -184,14 +184,22 @@ def resize(example: Example, *, size: Sequence[int]) -> Example:
         for c in range(image.shape[-1])
     ], axis=-1).astype(np.float32)
   updates = {"image": resized}
-  # Same centre convention as Pillow: output centre j + 0.5 maps to source
-  # (j + 0.5) * scale, and the label is that of the pixel containing it.
-  rows = ((np.arange(out_h) + 0.5) * height / out_h).astype(int)
-  cols = ((np.arange(out_w) + 0.5) * width / out_w).astype(int)
-  rows, cols = np.minimum(rows, height - 1), np.minimum(cols, width - 1)
   for k in _labels(example):
-    updates[k] = example[k][rows[:, None], cols[None, :]]
+    updates[k] = resize_labels(example[k], size=(out_h, out_w))
   return _with(example, **updates)
+
+
+def resize_labels(labels: np.ndarray, *, size: Sequence[int]) -> np.ndarray:
+  """Resizes an (H, W) label map to `size` by nearest neighbour: no new ids appear.
+
+  Same centre convention as Pillow's image resize: output centre j + 0.5 maps
+  to source (j + 0.5) * scale, and the label is that of the pixel containing it.
+  """
+  height, width = labels.shape[:2]
+  out_h, out_w = int(size[0]), int(size[1])
+  rows = np.minimum(((np.arange(out_h) + 0.5) * height / out_h).astype(int), height - 1)
+  cols = np.minimum(((np.arange(out_w) + 0.5) * width / out_w).astype(int), width - 1)
+  return labels[rows[:, None], cols[None, :]]
 
 
 def crop_or_pad(
@@ -262,6 +270,7 @@ def random_scale_crop(
     mode: str = "stretch",
     label_fill: int = 0,
     image_fill: float = 0.0,
+    foreground_crop: float = 0.0,
 ) -> Example:
   """Zooms by a random factor, cuts a random window and resizes it to `size`.
 
@@ -278,6 +287,10 @@ def random_scale_crop(
     mode: one of SIZE_MODES, see `base_window`.
     label_fill: label of pixels outside the image.
     image_fill: image value of pixels outside the image.
+    foreground_crop: probability that the window is centred on a random instance pixel
+      rather than placed uniformly: where objects fill a small part of a large image (a
+      rosette in its pot), most uniform windows would show background only. 0 draws no
+      number, so older random streams stay the same.
   """
   lo, hi = scale_range
   zoom = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
@@ -287,8 +300,18 @@ def random_scale_crop(
   win_w = max(1, int(round(base_w / zoom)))
   # Uniform over all placements, whether the window is inside the image
   # (zoom in) or the image inside the window (zoom out).
-  top = int(rng.integers(min(0, in_h - win_h), max(0, in_h - win_h) + 1))
-  left = int(rng.integers(min(0, in_w - win_w), max(0, in_w - win_w) + 1))
+  top_range = (min(0, in_h - win_h), max(0, in_h - win_h))
+  left_range = (min(0, in_w - win_w), max(0, in_w - win_w))
+  rows, cols = (), ()
+  if foreground_crop > 0 and rng.random() < foreground_crop:
+    rows, cols = np.nonzero(example["instances"] > 0)
+  if len(rows):
+    pick = int(rng.integers(len(rows)))
+    top = int(np.clip(rows[pick] - win_h // 2, *top_range))
+    left = int(np.clip(cols[pick] - win_w // 2, *left_range))
+  else:
+    top = int(rng.integers(top_range[0], top_range[1] + 1))
+    left = int(rng.integers(left_range[0], left_range[1] + 1))
   return _window_resized(example, top, left, win_h, win_w, size=size,
                          label_fill=label_fill, image_fill=image_fill)
 
@@ -423,6 +446,7 @@ def augment(
     contrast: float = 0.2,
     saturation: float = 0.0,
     label_fill: int = 0,
+    foreground_crop: float = 0.0,
 ) -> Example:
   """The training augmentation: scale-crop, rot90, flips, rotation, jitter.
 
@@ -446,10 +470,11 @@ def augment(
     contrast: see `color_jitter`.
     saturation: see `color_jitter`.
     label_fill: label of pixels from outside the image.
+    foreground_crop: see `random_scale_crop`.
   """
   example = random_scale_crop(
       example, rng, size=size, scale_range=scale_range, mode=mode,
-      label_fill=label_fill,
+      label_fill=label_fill, foreground_crop=foreground_crop,
   )
   example = to_float(example)
   if rot90:

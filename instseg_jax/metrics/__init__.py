@@ -1,4 +1,4 @@
-"""Evaluation measures: CVPPP (best Dice, SBD, FBD, DiC) and COCO mask AP."""
+"""Evaluation measures: CVPPP (best Dice, SBD, FBD, DiC), COCO mask AP, object matching."""
 
 from instseg_jax.metrics.aggregation import MetricAccumulator
 from instseg_jax.metrics.ap import AP_KEYS
@@ -15,3 +15,4 @@ from instseg_jax.metrics.cvppp import fg_dice
 from instseg_jax.metrics.cvppp import object_ids
 from instseg_jax.metrics.cvppp import relabel_consecutive
 from instseg_jax.metrics.cvppp import sbd
+from instseg_jax.metrics.matching import MatchingAccumulator

@@ -28,7 +28,7 @@ class MetricAccumulator:
   """
 
   def __init__(self, *, cvppp_metrics: bool = True, ap: bool = False,
-               both_empty: float = 0.0, max_dets: int = 100):
+               both_empty: float = 0.0, max_dets: int | None = None):
     """Initializes an empty accumulator.
 
     Args:
@@ -36,7 +36,7 @@ class MetricAccumulator:
       ap: also compute COCO-style mask AP, AP50, AP75 over the data set.
       both_empty: BD, SBD and FBD of an image where neither map has an
         object (the CVPPP scorer's 0.0 by default).
-      max_dets: most detections per image for mask AP.
+      max_dets: most detections per image for mask AP; None = all of them.
     """
     if not (cvppp_metrics or ap):
       raise ValueError("nothing to measure: enable cvppp_metrics or ap")

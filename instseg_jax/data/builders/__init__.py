@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import tensorflow_datasets as tfds
 
@@ -46,6 +47,19 @@ BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
 }
 
 
+def builder_config_names(name: str) -> list[str]:
+  """The values config.data.builder_config may take for the data set `name`.
+
+  Raises:
+    KeyError: `name` is not a key of `BUILDERS`.
+  """
+  cls = BUILDERS[name]
+  names = {c.name for c in cls.BUILDER_CONFIGS}
+  if issubclass(cls, FolderBuilder):
+    names.add("default")  # base.resolve_config reads it as the builder's default.
+  return sorted(names)
+
+
 def get_builder(
     name: str,
     *,
@@ -59,7 +73,8 @@ def get_builder(
 
   Builders of downloaded data (all but "circles") get a copy of their config
   that carries `manual_dir` and whose name holds a hash of that folder's path
-  (and of `validation_fraction`), so that two folders never share one cache in
+  and files (and of `validation_fraction` and `skip_bad_examples`), so that two
+  folders, or one folder before and after a change, never share one cache in
   the same data_dir; see `base.keyed_config`.
 
   Args:
@@ -89,6 +104,8 @@ def get_builder(
         manual_dir=manual_dir,
         validation_fraction=validation_fraction,
         skip_bad_examples=skip_bad_examples,
+        data_dir=data_dir or os.environ.get("TFDS_DATA_DIR")
+        or os.path.expanduser("~/tensorflow_datasets"),
     )
     manual_dir = config.manual_dir
   builder = cls(
@@ -118,5 +135,6 @@ __all__ = [
     "InstanceFolderConfig",
     "Voc",
     "VocConfig",
+    "builder_config_names",
     "get_builder",
 ]

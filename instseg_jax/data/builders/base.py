@@ -16,8 +16,10 @@ facts the pipeline needs without decoding the records (instance counts, image
 sizes) and the examples skipped as bad go to `info.metadata["splits"]`.
 
 Two folders must never share one cache silently, so `keyed_config` names the
-builder config after a hash of the folder's absolute path (and of the
-holdout fraction): the files live in <data_dir>/<name>/<config>-<hash>/.
+builder config after a hash of the folder's absolute path, of the names,
+sizes and modification times of its files, and of the options that change
+what is built (holdout fraction, skipping of bad files): the files live in
+<data_dir>/<name>/<config>-<hash>/.
 """
 
 from __future__ import annotations
@@ -275,6 +277,30 @@ def resolve_config(
   return configs[config]
 
 
+def folder_fingerprint(root: str, *, exclude: Sequence[str] = ()) -> str:
+  """A hash of the relative path, size and modification time of every file under root.
+
+  Hidden files and folders (".DS_Store", ".git") and the folders in `exclude`
+  (a data_dir inside the data folder, which the build itself changes) are left
+  out. Reads no file contents, so it costs a directory walk.
+  """
+  excluded = {os.path.realpath(path) for path in exclude}
+  digest = hashlib.sha1()
+  for folder, subfolders, names in os.walk(root, followlinks=True):
+    subfolders[:] = sorted(
+        d for d in subfolders if not d.startswith(".")
+        and os.path.realpath(os.path.join(folder, d)) not in excluded)
+    for name in sorted(n for n in names if not n.startswith(".")):
+      path = os.path.join(folder, name)
+      try:
+        stat = os.stat(path)
+      except OSError:
+        continue  # A broken link: the build names it if it matters.
+      relative = os.path.relpath(path, root).replace(os.sep, "/")
+      digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+  return digest.hexdigest()
+
+
 def keyed_config(
     cls: type[FolderBuilder],
     config: str | tfds.core.BuilderConfig | None,
@@ -282,14 +308,24 @@ def keyed_config(
     manual_dir: str | None,
     validation_fraction: float | None = None,
     skip_bad_examples: bool | None = None,
+    data_dir: str | None = None,
 ) -> FolderConfig:
   """A copy of the named config that carries the folder and is keyed by it.
 
   The name becomes "<config>-<8 hex digits>" from the folder's absolute,
-  symlink-resolved path and the holdout fraction: another folder, or another
-  split of the same folder, gets its own cache in the same data_dir. The
-  cache does not notice files changed inside the folder: delete
-  <data_dir>/<name>/<config>-<hash>/ to rebuild.
+  symlink-resolved path, its `folder_fingerprint`, the holdout fraction and
+  skip_bad_examples: another folder, changed files, another split of the same
+  folder, or a build that skips bad files each get their own cache in the same
+  data_dir, so a cache never holds data other than what the config asks for.
+
+  Args:
+    cls: the builder.
+    config: a config name or object, see `resolve_config`.
+    manual_dir: the data folder.
+    validation_fraction: overrides the config's.
+    skip_bad_examples: overrides the config's.
+    data_dir: where the builder writes; left out of the fingerprint when it
+      lies inside the data folder.
 
   Raises:
     DataError: no manual_dir (the message holds the download instructions).
@@ -308,7 +344,12 @@ def keyed_config(
         f"data set {cls.name!r} reads files you download yourself; set "
         f"--config.data.manual_dir=DIR.\n{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}"
     )
-  key = {"manual_dir": keyed.manual_dir}
+  key = {"manual_dir": keyed.manual_dir,
+         "skip_bad_examples": keyed.skip_bad_examples}
+  if os.path.isdir(keyed.manual_dir):
+    # A missing folder is reported by the build, with the config field to fix.
+    key["files"] = folder_fingerprint(keyed.manual_dir,
+                                      exclude=[data_dir] if data_dir else [])
   if cls.USES_HOLDOUT:
     key["validation_fraction"] = keyed.validation_fraction
   digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()

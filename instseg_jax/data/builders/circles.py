@@ -129,6 +129,8 @@ class Circles(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
+  # Class 0 is background; the pipeline checks config.data.num_classes against it.
+  CLASS_NAMES = ("background", "disc")
   BUILDER_CONFIGS = [
       CirclesConfig(
           name="default",

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# A CVPPP recipe as a user runs it: train, tune the post-processing on the validation split,
+# predict the validation plants' image files, score the written label PNGs on their own grid.
+#
+#   benchmarks/cvppp_holdout.sh configs/cvppp_cpu.py runs/cvppp_cpu ../shared/data/cvppp_a1_train
+#   benchmarks/cvppp_holdout.sh configs/cvppp.py runs/cvppp DATA   # the GPU recipe, on a GPU
+#
+# Prints the training time and the scores (also in WORKDIR/holdout.txt).
+set -euo pipefail
+CONFIG=${1:?config}; WORKDIR=${2:?workdir}; DATA=$(realpath "${3:?CVPPP folder}")
+PY=${PYTHON:-.venv/bin/python}
+ARGS=(--config="$CONFIG" --workdir="$WORKDIR" --config.data.manual_dir="$DATA")
+mkdir -p "$WORKDIR"
+start=$(date +%s)
+"$PY" -m instseg_jax.main "${ARGS[@]}"
+echo "training and the final evaluation took $(( $(date +%s) - start )) s on $(hostname)"
+"$PY" -m instseg_jax.main "${ARGS[@]}" --mode=tune
+"$PY" benchmarks/holdout.py images --config="$CONFIG" --config.data.manual_dir="$DATA" \
+    --folder="$WORKDIR/holdout_images"
+"$PY" -m instseg_jax.main "${ARGS[@]}" --mode=predict --input="$WORKDIR/holdout_images" \
+    --output="$WORKDIR/holdout_predictions"
+"$PY" benchmarks/holdout.py score --config="$CONFIG" --config.data.manual_dir="$DATA" \
+    --folder="$WORKDIR/holdout_predictions" | tee "$WORKDIR/holdout.txt"

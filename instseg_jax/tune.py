@@ -1,0 +1,147 @@
+"""tune: chooses the post-processing on the eval split and stores it beside the checkpoints.
+
+    python -m instseg_jax.main --config=configs/cvppp_cpu.py --workdir=runs/cvppp_cpu --mode=tune
+
+The network runs once per image (and once more with flip averaging); the clustering bandwidth,
+the foreground threshold, the smallest instance kept, whether dropped fragments join their
+neighbours and whether the foreground is averaged over flips are then chosen one at a time (coordinate ascent, repeated until nothing changes) for the best mean SBD on each
+image's own grid. The choice is written to WORKDIR/postprocess.json, which evaluate, predict
+and export read (`with_tuned`) unless config.cluster.use_tuned is False; an exported bundle
+carries it in its config.
+"""
+
+import copy
+import json
+import os
+
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from instseg_jax import checkpoint
+from instseg_jax import inference
+from instseg_jax.data import pipeline
+from instseg_jax.metrics import aggregation
+
+TUNED_FILE = "postprocess.json"
+# The metric the choice maximizes (mean over images).
+OBJECTIVE = "SBD"
+# Candidates of each tuned config.cluster field; bandwidths are factors of the config's.
+BANDWIDTH_FACTORS = (0.6, 0.8, 1.0, 1.25, 1.5)
+FG_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+MIN_SIZES = (0, 8, 16, 32, 64, 128)
+MAX_ROUNDS = 3
+
+
+def candidates(config: ml_collections.ConfigDict) -> dict[str, tuple]:
+  """The values tried for each tuned field of config.cluster."""
+  options = {"fg_threshold": FG_THRESHOLDS, "min_size": MIN_SIZES,
+             "fill_unclustered": (False, True), "flip_average": (False, True)}
+  if "bandwidth" in inference.METHOD_OPTIONS[config.cluster.method]:
+    bandwidth = float(config.cluster.bandwidth)
+    options = {"bandwidth": tuple(round(bandwidth * f, 4) for f in BANDWIDTH_FACTORS),
+               **options}
+  return options
+
+
+def score(outputs: list[inference.NetworkOutput], truths: list[np.ndarray],
+          postprocess: inference.PostProcess) -> dict[str, float]:
+  """The CVPPP summary of one post-processing over cached network outputs."""
+  accumulator = aggregation.MetricAccumulator()
+  for i, (output, gt) in enumerate(zip(outputs, truths)):
+    labels = inference.apply_postprocess(output, postprocess).labels
+    accumulator.add(i, labels, gt, ignore=gt < 0)
+  return accumulator.summary()
+
+
+def coordinate_ascent(evaluate_fn, start: inference.PostProcess, grid: dict[str, tuple]
+                      ) -> tuple[inference.PostProcess, float]:
+  """The post-processing with the best evaluate_fn found by changing one field at a time."""
+  best, best_value = start, evaluate_fn(start)
+  for _ in range(MAX_ROUNDS):
+    improved = False
+    for field, values in grid.items():
+      for value in values:
+        trial = best.replace(**{field: value})
+        trial_value = evaluate_fn(trial)
+        if trial_value > best_value + 1e-9:
+          best, best_value, improved = trial, trial_value, True
+    if not improved:
+      break
+  return best, best_value
+
+
+def tuned_fields(postprocess: inference.PostProcess, grid: dict[str, tuple]) -> dict:
+  values = {**postprocess.options, "fg_threshold": postprocess.fg_threshold,
+            "min_size": postprocess.min_size, "fill_unclustered": postprocess.fill_unclustered,
+            "flip_average": postprocess.flip_average}
+  return {field: values[field] for field in grid}
+
+
+def tune(config: ml_collections.ConfigDict, workdir: str, *, params=None) -> dict:
+  """Chooses config.cluster's post-processing on the eval split; writes and returns it."""
+  from instseg_jax import evaluate  # pylint: disable=g-import-not-at-top
+  workdir = os.path.abspath(workdir)
+  if params is None:
+    params = evaluate.load_params(config, workdir)
+  segmenter = inference.Segmenter(config, params)
+  # The network's outputs, without and with flip averaging, computed once per image.
+  outputs, truths = {False: [], True: []}, []
+  for example in tqdm(pipeline.eval_records(config, data_dir=config.data.data_dir or None),
+                      total=evaluate.num_eval_examples(config), desc="network", unit="image"):
+    for flip, found in outputs.items():
+      found.append(segmenter.network(example["image"], flip_average=flip))
+    truths.append(example["instances"])
+  if not truths:
+    raise FileNotFoundError(f"the {config.data.eval_split!r} split is empty: nothing to tune on")
+
+  summaries = {}
+
+  def objective(postprocess: inference.PostProcess) -> float:
+    key = repr(postprocess)
+    if key not in summaries:
+      summaries[key] = score(outputs[postprocess.flip_average], truths, postprocess)
+    return summaries[key][OBJECTIVE]
+
+  grid = candidates(config)
+  start = segmenter.postprocess
+  best, _ = coordinate_ascent(objective, start, grid)
+  result = {
+      "step": checkpoint.Checkpointer(workdir, read_only=True).latest_step(),
+      "split": config.data.eval_split, "images": len(truths), "objective": OBJECTIVE,
+      "cluster": tuned_fields(best, grid),
+      "before": summaries[repr(start)], "after": summaries[repr(best)],
+      "trials": len(summaries),
+  }
+  path = os.path.join(workdir, TUNED_FILE)
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(result, f, indent=1)
+  os.replace(tmp, path)
+  chosen = ", ".join(f"{k}={v}" for k, v in result["cluster"].items())
+  print(f"tuned on {len(truths)} images of {config.data.eval_split!r} ({len(summaries)} "
+        f"trials): {chosen}", flush=True)
+  for name in ("SBD", "FBD", "|DiC|"):
+    print(f"{name} {result['before'][name]:.3f} -> {result['after'][name]:.3f}", flush=True)
+  print(f"wrote {path}; evaluate, predict and export use it", flush=True)
+  return result
+
+
+def with_tuned(config: ml_collections.ConfigDict, workdir: str | None, *,
+               verbose: bool = True) -> ml_collections.ConfigDict:
+  """config with the post-processing of WORKDIR/postprocess.json, if there is one and it is used."""
+  if not workdir or not config.cluster.use_tuned:
+    return config
+  path = os.path.join(os.path.abspath(workdir), TUNED_FILE)
+  if not os.path.isfile(path):
+    return config
+  with open(path) as f:
+    tuned = json.load(f)
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    for field, value in tuned["cluster"].items():
+      config.cluster[field] = type(config.cluster[field])(value)
+  if verbose:
+    chosen = ", ".join(f"{k}={v}" for k, v in tuned["cluster"].items())
+    print(f"post-processing from {path} (tuned at step {tuned['step']}): {chosen}", flush=True)
+  return config

@@ -1,0 +1,226 @@
+"""The one inference path: geometry, post-processing, the original grid, and every caller agreeing."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import tiny
+from instseg_jax import evaluate
+from instseg_jax import export
+from instseg_jax import inference
+from instseg_jax import predict
+from instseg_jax import train
+from instseg_jax import tune
+from instseg_jax.data import transforms
+from instseg_jax.metrics import cvppp
+
+
+def _geometry(mode, size=(32, 32), stride=4, max_side=0):
+  return inference.Geometry(mode=mode, size=size, stride=stride, max_side=max_side)
+
+
+def test_stretch_and_fit_give_the_window_the_training_pipeline_evaluates_on():
+  image = np.random.default_rng(0).random((50, 70, 3)).astype(np.float32)
+  for mode in ("stretch", "fit"):
+    network_input, content = _geometry(mode).network_input(image)
+    expected = transforms.fixed_window({"image": image}, size=(32, 32), mode=mode)["image"]
+    np.testing.assert_array_equal(network_input, expected)
+    assert content == ((32, 32) if mode == "stretch" else (23, 32))
+
+
+def test_native_keeps_the_scale_and_pads_to_the_stride():
+  image = np.random.default_rng(0).random((50, 70, 3)).astype(np.float32)
+  network_input, content = _geometry("native").network_input(image)
+  assert network_input.shape == (52, 72, 3) and content == (50, 70)
+  np.testing.assert_array_equal(network_input[:50, :70], image)
+  assert not network_input[50:].any() and not network_input[:, 70:].any()
+  shrunk, content = _geometry("native", max_side=35).network_input(image)
+  assert content == (25, 35) and shrunk.shape == (28, 36, 3)
+
+
+def test_upsampled_labels_keep_ids_and_put_boundaries_between_source_pixels():
+  labels = np.array([[1, 1, 2, 2]] * 4, np.int32)
+  out = inference.upsample_labels(labels, np.ones((8, 8), bool))
+  np.testing.assert_array_equal(out, np.array([[1] * 4 + [2] * 4] * 8))
+  same = inference.upsample_labels(labels, np.ones((4, 4), bool))
+  np.testing.assert_array_equal(same, labels)
+  off = inference.upsample_labels(labels, np.zeros((8, 8), bool))
+  assert not off.any()
+
+
+def _output(embedding, foreground):
+  h, w = foreground.shape
+  return inference.NetworkOutput(embedding=embedding.astype(np.float32),
+                                 foreground=foreground.astype(np.float32),
+                                 classes=np.ones((h, w), np.int32), count=None, shape=(h, w))
+
+
+def _two_leaves_and_a_fragment():
+  """Two 8x8 instances side by side; the right one has a 2x2 fragment of its own embedding."""
+  embedding = np.zeros((8, 16, 2))
+  embedding[:, :8] = (0.0, 0.0)
+  embedding[:, 8:] = (3.0, 0.0)
+  embedding[3:5, 11:13] = (0.0, 3.0)
+  return _output(embedding, np.ones((8, 16)))
+
+
+def test_fragments_are_dropped_or_given_to_their_nearest_instance():
+  output = _two_leaves_and_a_fragment()
+  base = inference.PostProcess(method="meanshift", options={"bandwidth": 1.0}, fg_threshold=0.5,
+                               min_size=0, fill_unclustered=False, max_instances=8)
+  assert inference.apply_postprocess(output, base).labels.max() == 3
+  dropped = inference.apply_postprocess(output, base.replace(min_size=5)).labels
+  assert dropped.max() == 2 and not dropped[3:5, 11:13].any()
+  filled = inference.apply_postprocess(output, base.replace(min_size=5, fill_unclustered=True))
+  assert filled.labels.max() == 2
+  assert (filled.labels[3:5, 11:13] == filled.labels[0, 15]).all()
+
+
+def test_flip_averaging_averages_the_foreground_of_the_image_and_its_flips():
+  def apply_fn(variables, images):
+    del variables
+    # Not flip-equivariant: the logit grows along x.
+    logits = jnp.broadcast_to(jnp.arange(images.shape[2], dtype=jnp.float32)[None, None, :, None],
+                              images.shape[:3] + (1,))
+    return {"embedding": images, "semantic_logits": jnp.concatenate([-logits, logits], -1)}
+
+  images = jnp.zeros((1, 2, 3, 3))
+  plain = inference.network_outputs({}, images, apply_fn=apply_fn, flip_average=False)
+  mean = inference.network_outputs({}, images, apply_fn=apply_fn, flip_average=True)
+  expected = (2 * plain["foreground"] + plain["foreground"][:, :, ::-1]) / 3
+  np.testing.assert_allclose(mean["foreground"], expected, rtol=1e-6)
+  np.testing.assert_array_equal(mean["embedding"], plain["embedding"])
+
+
+def test_the_original_grid_scores_a_small_instance_the_shrunk_grid_loses():
+  gt = np.zeros((64, 64), np.int32)
+  gt[4:36, 4:36] = 1
+  gt[43:46, 43:46] = 2  # 3x3 pixels between the sampled rows and columns of a 4x shrink
+  predicted = gt.copy()
+  predicted[43:46, 43:46] = 0  # the prediction missed it
+  full = cvppp.cvppp_scores(predicted, gt)
+  shrink = lambda a: transforms.resize({"image": np.zeros((64, 64, 3), np.float32),
+                                        "instances": a}, size=(16, 16))["instances"]
+  assert 2 not in shrink(gt)
+  small = cvppp.cvppp_scores(shrink(predicted), shrink(gt))
+  assert small["SBD"] == pytest.approx(1.0) and full["SBD"] < 0.75
+  assert full["DiC"] == -1 and small["DiC"] == 0
+
+
+def _disc_image(rng, height, width):
+  yy, xx = np.mgrid[0:height, 0:width]
+  image = np.full((height, width, 3), 20, np.uint8)
+  labels = np.zeros((height, width), np.uint16)
+  for ident in range(1, 4):
+    cy, cx, r = rng.integers(6, height - 6), rng.integers(6, width - 6), rng.integers(4, 7)
+    inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    image[inside] = rng.integers(120, 255, 3)
+    labels[inside] = ident
+  return image, labels
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+  """A tiny model trained on a folder of images of several sizes, none of them image_size."""
+  root = tmp_path_factory.mktemp("folder")
+  rng = np.random.default_rng(0)
+  sizes = {"train": [(40, 56)] * 8, "validation": [(36, 44), (50, 30), (41, 41)]}
+  for split, shapes in sizes.items():
+    for part in ("images", "labels"):
+      (root / split / part).mkdir(parents=True)
+    for i, (height, width) in enumerate(shapes):
+      image, labels = _disc_image(rng, height, width)
+      Image.fromarray(image).save(root / split / "images" / f"{split}{i}.png")
+      Image.fromarray(labels).save(root / split / "labels" / f"{split}{i}.png")
+  config = tiny.get_config()
+  config.data.name = "instance_folder"
+  config.data.builder_config = "default"
+  config.data.manual_dir = str(root)
+  config.data.eval_split = "validation"
+  config.data.data_dir = str(tmp_path_factory.mktemp("tfds"))
+  config.data.num_eval_images = 0
+  config.train.num_steps = 4
+  workdir = str(tmp_path_factory.mktemp("run"))
+  train.train_and_evaluate(config, workdir)
+  return config, workdir, root / "validation" / "images"
+
+
+def _label_pngs(folder):
+  return {name[:-len("_labels.png")]: np.asarray(Image.open(os.path.join(folder, name)))
+          for name in os.listdir(folder) if name.endswith("_labels.png")}
+
+
+@pytest.mark.parametrize("size_mode", ["stretch", "fit", "native"])
+def test_evaluate_predict_and_a_bundle_give_the_same_labels(folder_run, tmp_path, size_mode):
+  config, workdir, images = folder_run
+  config = config.copy_and_resolve_references()
+  config.data.size_mode = size_mode
+  params = evaluate.load_params(config, workdir)
+  # Record ids are paths below manual_dir; predict names its outputs by file stem.
+  evaluated = {os.path.splitext(os.path.basename(example["id"]))[0]: result.labels
+               for example, result in evaluate.segmented_examples(config, params)}
+  assert len(evaluated) == 3
+  predict.predict(config, workdir, str(images), str(tmp_path / "workdir"))
+  bundle = export.export(config, workdir, str(tmp_path / "bundle"))
+  bundle_config, bundle_params = export.load_bundle(bundle)
+  predict.predict(bundle_config, None, str(images), str(tmp_path / "bundle_out"),
+                  params=bundle_params)
+  from_workdir, from_bundle = _label_pngs(tmp_path / "workdir"), _label_pngs(tmp_path / "bundle_out")
+  assert set(from_workdir) == set(from_bundle) == set(evaluated)
+  for stem, labels in evaluated.items():
+    with Image.open(images / f"{stem}.png") as image:
+      assert labels.shape == (image.height, image.width)
+    np.testing.assert_array_equal(from_workdir[stem], labels)
+    np.testing.assert_array_equal(from_bundle[stem], labels)
+
+
+def test_tuned_post_processing_is_stored_and_used_by_evaluate_and_export(folder_run, tmp_path):
+  config, workdir, _ = folder_run
+  result = tune.tune(config, workdir)
+  assert result["after"]["SBD"] >= result["before"]["SBD"]
+  with open(os.path.join(workdir, tune.TUNED_FILE)) as f:
+    assert json.load(f)["cluster"] == result["cluster"]
+  summary = evaluate.evaluate(config, workdir, verbose=False)
+  assert summary["SBD"] == pytest.approx(result["after"]["SBD"])
+  bundle_config, _ = export.load_bundle(export.export(config, workdir, str(tmp_path / "b")))
+  for field, value in result["cluster"].items():
+    assert bundle_config.cluster[field] == value
+  config = config.copy_and_resolve_references()
+  config.cluster.use_tuned = False
+  assert tune.with_tuned(config, workdir) is config
+  os.remove(os.path.join(workdir, tune.TUNED_FILE))
+
+
+def test_coordinate_ascent_finds_the_best_of_a_separable_objective():
+  start = inference.PostProcess(method="meanshift", options={"bandwidth": 1.0}, fg_threshold=0.5,
+                                min_size=0, fill_unclustered=False, max_instances=8)
+  target = {"bandwidth": 1.5, "fg_threshold": 0.3, "min_size": 16}
+  objective = lambda p: -(abs(p.options["bandwidth"] - 1.5) + abs(p.fg_threshold - 0.3)
+                          + abs(p.min_size - 16) / 100)
+  grid = {"bandwidth": (0.6, 1.0, 1.5), "fg_threshold": (0.3, 0.5), "min_size": (0, 16, 32)}
+  best, _ = tune.coordinate_ascent(objective, start, grid)
+  assert tune.tuned_fields(best, grid) == target
+
+
+def test_export_refuses_a_folder_it_did_not_write_and_replaces_its_own(folder_run, tmp_path):
+  config, workdir, _ = folder_run
+  user = tmp_path / "b" / "params"
+  user.mkdir(parents=True)
+  (user / "mine.txt").write_text("keep me")
+  with pytest.raises(Exception, match="did not write"):
+    export.export(config, workdir, str(tmp_path / "b"), serialize=False)
+  assert (user / "mine.txt").read_text() == "keep me"
+  fresh = export.export(config, workdir, str(tmp_path / "c"), serialize=False)
+  stale = os.path.join(fresh, "predict.jax")
+  open(stale, "w").close()  # not in the manifest: the folder is no longer only the export's
+  with pytest.raises(Exception, match="did not write"):
+    export.export(config, workdir, fresh, serialize=False)
+  os.remove(stale)
+  export.export(config, workdir, fresh, serialize=True)  # its own bundle: replaced whole
+  assert os.path.isfile(stale)
+  assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p or ".old-" in p]
