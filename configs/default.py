@@ -36,6 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.aug_rot90 = True          # random multiples of 90 degrees (0/180 only for non-square image_size)
   config.data.aug_foreground_crop = 0.0  # probability that a crop is centred on a random instance pixel (small objects in large images)
   config.data.size_mode = "stretch"     # "stretch" whole image to image_size | "fit" keep aspect, pad | "native" crop at own scale
+  config.data.normalize = "none"         # per-image intensities, in training and inference alike: "none" | "percentile" | "nuclei" (grey, dark background)
   config.data.ignore_label = -1         # label of pixels the losses skip (VOC void, COCO crowd); must be negative
   config.data.ignore_padding = False    # pixels from outside the image (padding, rotation corners) get ignore_label, not 0
   config.data.validation_fraction = 0.2  # held out as "validation" from data without such a split (cvppp, instance_folder)
@@ -96,6 +97,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.predict.max_side = 2048        # size_mode "native": a longer side is shrunk to this for the network (0 = never)
 
   config.eval = ml_collections.ConfigDict()
+  config.eval.metric = "SBD"              # what --mode=tune maximizes: "SBD" (mean over images) or a matching score such as "accuracy@0.5"
   config.eval.num_panels = 8
   config.eval.mask_ap = True            # also COCO-style mask AP, AP50, AP75 (scores: mean foreground probability)
   config.eval.matching = True           # also object matching (StarDist): accuracy, F1, PQ at IoU 0.5 ... 0.9

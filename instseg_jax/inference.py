@@ -62,11 +62,14 @@ class Geometry:
   size: tuple[int, int]
   stride: int
   max_side: int = 0
+  normalize: str = "none"
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> Geometry:
     return cls(mode=config.data.size_mode, size=tuple(int(s) for s in config.data.image_size),
-               stride=models.create_model(config).stride, max_side=int(config.predict.max_side))
+               stride=models.create_model(config).stride, max_side=int(config.predict.max_side),
+               # .get: bundles exported before the field existed.
+               normalize=config.data.get("normalize", "none"))
 
   def network_input(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     """The network's input for one image.
@@ -78,6 +81,8 @@ class Geometry:
       (input (h, w, 3) float32, (ch, cw)): the input, padded with zeros at the bottom and right
       to a multiple of the stride, and the top-left part of it that shows the image.
     """
+    # On the whole image, as the training pipeline does before its crops.
+    image = transforms.normalize_intensity(image, self.normalize)
     height, width = image.shape[:2]
     if self.mode == "native":
       if self.max_side and max(height, width) > self.max_side:

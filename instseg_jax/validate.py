@@ -60,6 +60,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
     _choice(config, "data.builder_config", builders.builder_config_names(config.data.name))
   if "size_mode" in config.data:  # Older bundles lack it: the pipeline's default applies.
     _choice(config, "data.size_mode", transforms.SIZE_MODES)
+  if "normalize" in config.data:  # Older bundles lack it: no normalization.
+    _choice(config, "data.normalize", transforms.INTENSITY_NORMALIZATIONS)
   _choice(config, "model.name", models.MODELS)
   _choice(config, "model.dtype", models.DTYPES)
   _choice(config, "cluster.method", cluster.METHODS)
@@ -75,6 +77,9 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
   pretrained = config.model.get("pretrained", "")
   if pretrained and not os.path.isfile(pretrained):
     raise ConfigError(f"config.model.pretrained={pretrained!r}: no such file")
+  if "metric" in config.eval:  # Older bundles lack it.
+    from instseg_jax import tune  # pylint: disable=g-import-not-at-top
+    _choice(config, "eval.metric", tune.METRICS)
   _choice(config, "optim.name", ("adam", "adamw", "sgd"))
   _choice(config, "optim.schedule", ("constant", "cosine"))
   preset = config.loss.get("preset", "")

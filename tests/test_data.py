@@ -267,6 +267,48 @@ def test_saturation_jitter_keeps_grey_grey():
                                                       0.5, atol=1e-6)
 
 
+def test_nuclei_normalization_makes_stained_and_fluorescent_images_alike():
+  rng = np.random.default_rng(0)
+  nuclei = np.zeros((40, 40), bool)
+  nuclei[5:15, 5:15] = nuclei[25:35, 20:30] = True
+  # Dim fluorescence: bright-ish nuclei on black; stain: dark purple nuclei on pink-white.
+  fluorescent = np.where(nuclei, 40, 3)[..., None] * np.ones(3, int)
+  stained = np.where(nuclei[..., None], [90, 40, 120], [240, 200, 220])
+  outputs = []
+  for image in (fluorescent, stained):
+    image = np.clip(image + rng.integers(0, 3, image.shape), 0, 255).astype(np.uint8)
+    out = transforms.normalize_intensity(image, "nuclei")
+    assert out.dtype == np.float32 and out.shape == (40, 40, 3)
+    np.testing.assert_array_equal(out[..., 0], out[..., 2])  # grey
+    outputs.append(out[..., 0])
+  for out in outputs:
+    assert out[nuclei].mean() > 0.9 and out[~nuclei].mean() < 0.1
+
+
+def test_percentile_normalization_stretches_each_channel_and_none_keeps_the_image():
+  image = np.stack([np.linspace(0.2, 0.4, 400), np.linspace(0.5, 0.6, 400),
+                    np.linspace(0.0, 1.0, 400)], -1).reshape(20, 20, 3).astype(np.float32)
+  out = transforms.normalize_intensity(image, "percentile")
+  np.testing.assert_allclose(out.min(axis=(0, 1)), 0.0, atol=1e-6)
+  np.testing.assert_allclose(out.max(axis=(0, 1)), 1.0, atol=1e-6)
+  np.testing.assert_array_equal(transforms.normalize_intensity(image, "none"), image)
+  with pytest.raises(ValueError, match="choose one of"):
+    transforms.normalize_intensity(image, "zscore")
+
+
+def test_training_normalizes_the_whole_image_before_its_window(data_dir):
+  config = _tiny_config()
+  config.data.augment = False
+  config.data.normalize = "percentile"
+  batch = next(iter(pipeline.train_dataset(config, data_dir=data_dir)))
+  source = pipeline.prepare(config, data_dir=data_dir).as_data_source(split="train")
+  raw = source[int(batch["index"][0])]["image"]
+  expected = transforms.fixed_window(
+      {"image": transforms.normalize_intensity(raw, "percentile")},
+      size=config.data.image_size, mode=config.data.size_mode)["image"]
+  np.testing.assert_allclose(batch["image"][0], expected, atol=1e-6)
+
+
 def test_train_batches_have_shapes_and_dtypes(data_dir):
   iterator = pipeline.train_iterator(_tiny_config(), data_dir=data_dir)
   for _ in range(3):

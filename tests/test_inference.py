@@ -81,6 +81,30 @@ def test_fragments_are_dropped_or_given_to_their_nearest_instance():
   assert (filled.labels[3:5, 11:13] == filled.labels[0, 15]).all()
 
 
+def test_tuning_can_maximize_a_matching_score():
+  output = _two_leaves_and_a_fragment()
+  truth = np.zeros((8, 16), np.int32)
+  truth[:, :8], truth[:, 8:] = 1, 2
+  base = inference.PostProcess(method="meanshift", options={"bandwidth": 1.0}, fg_threshold=0.5,
+                               min_size=0, fill_unclustered=False, max_instances=8)
+  split = tune.score([output], [truth], base, matching=True)
+  assert split["accuracy@0.5"] == pytest.approx(2 / 3)  # 2 matched, the fragment a false positive
+  filled = tune.score([output], [truth], base.replace(min_size=5, fill_unclustered=True),
+                      matching=True)
+  assert filled["accuracy@0.5"] == 1.0 and "accuracy@0.5" not in tune.score([output], [truth], base)
+  assert "accuracy@0.5" in tune.METRICS and "SBD" in tune.METRICS
+
+
+def test_native_geometry_normalizes_the_whole_image_as_training_does():
+  rng = np.random.default_rng(0)
+  image = rng.uniform(0.1, 0.3, (30, 45, 3)).astype(np.float32)
+  geometry = inference.Geometry(mode="native", size=(16, 16), stride=8, normalize="nuclei")
+  padded, content = geometry.network_input(image)
+  assert padded.shape == (32, 48, 3) and content == (30, 45)
+  np.testing.assert_array_equal(padded[:30, :45], transforms.normalize_intensity(image, "nuclei"))
+  np.testing.assert_array_equal(padded[30:], 0.0)
+
+
 def test_flip_averaging_averages_the_foreground_of_the_image_and_its_flips():
   def apply_fn(variables, images):
     del variables

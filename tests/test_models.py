@@ -188,6 +188,15 @@ def test_position_encodings_are_fixed_bounded_maps(kind):
   assert len(np.unique(flat.round(5), axis=0)) == 60
 
 
+def test_pixel_position_encoding_is_the_same_on_a_crop_and_the_whole_image():
+  whole = np.asarray(layers.position_encoding("pixels", 40, 50, 4))
+  crop = np.asarray(layers.position_encoding("pixels", 20, 30, 4))
+  # Up to a constant shift (which the loss and clustering ignore), as a conv is.
+  np.testing.assert_allclose(whole[10:30, 15:45] - whole[10, 15], crop, atol=1e-6)
+  np.testing.assert_allclose(whole[32, 0, :2], (32 / layers.PIXELS_PER_UNIT, 0.0))
+  np.testing.assert_array_equal(whole[..., 2:], 0.0)
+
+
 def _loop_sweep(params, x, cell):
   """The BiSweep by hand: a Python loop over positions, same weights."""
   hidden = params["step"]["kernel"].shape[1]

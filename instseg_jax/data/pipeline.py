@@ -309,6 +309,10 @@ def _decode(record: dict[str, Any], *, ignore: int = -1) -> transforms.Example:
   return example
 
 
+def _normalized(example: transforms.Example, *, kind: str) -> transforms.Example:
+  return dict(example, image=transforms.normalize_intensity(example["image"], kind))
+
+
 def _finalize(example: transforms.Example, *, keep_id: bool = False) -> Batch:
   """Fixes dtypes and renumbers instances after crops removed some."""
   instances, count = transforms.relabel_consecutive(example["instances"])
@@ -433,6 +437,9 @@ def train_dataset(
   ds = ds[process_index::process_count].map(
       functools.partial(_decode, ignore=ignore_label(config))
   )
+  if config.data.normalize != "none":
+    # On the whole stored image, before any crop, as inference.Geometry does.
+    ds = ds.map(functools.partial(_normalized, kind=config.data.normalize))
   if config.data.augment:
     ds = ds.map(
         functools.partial(

@@ -21,6 +21,12 @@ from scipy import optimize
 from instseg_jax.metrics import cvppp
 
 THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
+SCORES = ("precision", "recall", "accuracy", "f1", "panoptic_quality")
+
+
+def score_key(name: str, threshold: float) -> str:
+  """The summary key of a score at an IoU threshold: "accuracy@0.5"."""
+  return f"{name}@{threshold:g}"
 
 
 def iou_matrix(gt: ArrayLike, pred: ArrayLike) -> np.ndarray:
@@ -96,5 +102,5 @@ class MatchingAccumulator:
     for t, counts in self._pooled.items():
       for name, value in {**counts.scores(), "tp": counts.tp, "fp": counts.fp,
                           "fn": counts.fn}.items():
-        out[f"{name}@{t:g}"] = value
+        out[score_key(name, t)] = value
     return out

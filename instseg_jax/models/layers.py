@@ -212,7 +212,10 @@ def coordinate_channels(batch: int, height: int, width: int, dtype: Any = jnp.fl
   return jnp.broadcast_to(coords, (batch, height, width, 3))
 
 
-POSITION_ENCODINGS = ("none", "xy", "sine")
+POSITION_ENCODINGS = ("none", "xy", "pixels", "sine")
+# "pixels": embedding units per pixel. 32 pixels per unit puts nuclei of 10-30 pixels within
+# the pull margin of their centre and nuclei a few diameters apart past the push margin.
+PIXELS_PER_UNIT = 32.0
 
 
 def position_encoding(kind: str, height: int, width: int, dim: int) -> jax.Array:
@@ -223,10 +226,17 @@ def position_encoding(kind: str, height: int, width: int, dim: int) -> jax.Array
   apart in embedding space). "sine" is the 2D sinusoidal encoding: the first
   dim - dim // 2 channels encode y, the rest x, as cosines then sines at
   wavelengths from twice the image size (so that one channel alone already
-  orders the pixels) down to 4 pixels.
+  orders the pixels) down to 4 pixels. "pixels" is "xy" in units of PIXELS_PER_UNIT pixels from
+  the top-left corner: unlike "xy" it does not depend on the image size, so a model trained on
+  crops at the images' own scale ("native") sees the same encoding on a whole image.
   """
-  if kind == "xy":
-    coords = coordinate_channels(1, height, width)[0, ..., :2]
+  if kind in ("xy", "pixels"):
+    if kind == "xy":
+      coords = coordinate_channels(1, height, width)[0, ..., :2]
+    else:
+      yy, xx = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32),
+                            jnp.arange(width, dtype=jnp.float32), indexing="ij")
+      coords = jnp.stack([yy, xx], axis=-1) / PIXELS_PER_UNIT
     return jnp.pad(coords[..., :dim], ((0, 0), (0, 0), (0, max(dim - 2, 0))))
   if kind == "sine":
     maps = []
