@@ -18,7 +18,6 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from instseg_jax import checkpoint
 from instseg_jax import inference
 from instseg_jax.data import pipeline
 from instseg_jax.metrics import aggregation
@@ -107,7 +106,7 @@ def tune(config: ml_collections.ConfigDict, workdir: str, *, params=None) -> dic
   start = segmenter.postprocess
   best, _ = coordinate_ascent(objective, start, grid)
   result = {
-      "step": checkpoint.Checkpointer(workdir, read_only=True).latest_step(),
+      "step": (evaluate.checkpoint_in_use(config, workdir) or (None, None))[1],
       "split": config.data.eval_split, "images": len(truths), "objective": OBJECTIVE,
       "cluster": tuned_fields(best, grid),
       "before": summaries[repr(start)], "after": summaries[repr(best)],

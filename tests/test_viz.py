@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from instseg_jax import evaluate
 from instseg_jax import viz
 
 # Two touching squares and a third one a row of background below the first.
@@ -84,3 +85,19 @@ def test_pca_axes_have_a_fixed_sign():
   np.testing.assert_allclose(basis, flipped, atol=1e-9)
   assert abs(basis[0, 0]) > 0.99
 
+
+def test_worst_sheet_keeps_the_lowest_scores_worst_first_with_captions():
+  worst = evaluate.WorstImages(2, higher_is_better=True)
+  drawn = []
+  for score, name in ((0.9, "a"), (0.2, "b"), (0.5, "c"), (0.95, "d")):
+    panel = np.full((10, 20, 3), int(score * 100), np.uint8)
+    worst.offer(score, name, lambda p=panel, n=name: drawn.append(n) or p)
+  sheet = worst.sheet("SBD")
+  caption_height = viz.caption(np.zeros((10, 20, 3), np.uint8), "x").shape[0] - 10
+  assert sheet.shape == (2 * (10 + caption_height) + 4, 20, 3)
+  assert sheet[caption_height + 5, 5, 0] == 20 and sheet[-5, 5, 0] == 50
+  assert "d" not in drawn  # better than both kept: never drawn
+  lower_first = evaluate.WorstImages(1, higher_is_better=False)
+  for score, name in ((1.0, "a"), (3.0, "b")):
+    lower_first.offer(score, name, lambda: np.zeros((4, 4, 3), np.uint8))
+  assert lower_first._kept[0][2] == "b"  # pylint: disable=protected-access
