@@ -38,4 +38,5 @@ def get_config():
   config.train.batch_size = 16
   config.train.num_steps = 100000
   config.train.checkpoint_every = 5000
+  config.eval.metric = "AP"      # COCO-style mask AP, what these data sets report
   return config

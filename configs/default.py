@@ -77,10 +77,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 8           # global batch, split over all devices
   config.train.num_steps = 2000
-  config.train.log_every = 50
+  config.train.log_every = 50           # steps between rows of metrics.jsonl and TensorBoard scalars
   config.train.checkpoint_every = 500
-  config.train.eval_every = 0           # also evaluate every N steps, logged as eval/* rows of metrics.jsonl; 0 = only at the end
+  config.train.checkpoint_every_seconds = 0.0  # also save when this long passed since the last save (checked at log steps); 0 = off
+  config.train.eval_every = 0           # also evaluate on the eval split every N steps (eval/* scalars, pictures in TensorBoard); 0 = only at the last step
   config.train.keep_checkpoints = 2
+  config.train.profile_steps = 0        # jax.profiler trace of this many steps after the first log_every, into WORKDIR (TensorBoard's profile tab); 0 = off
   config.train.skip_nonfinite = False   # True: a step with a NaN/Inf loss or gradient is skipped and counted, not fatal
 
   config.cluster = ml_collections.ConfigDict()
@@ -97,8 +99,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.predict.max_side = 2048        # size_mode "native": a longer side is shrunk to this for the network (0 = never)
 
   config.eval = ml_collections.ConfigDict()
-  config.eval.metric = "SBD"              # what --mode=tune maximizes: "SBD" (mean over images) or a matching score such as "accuracy@0.5"
-  config.eval.num_panels = 8
+  config.eval.metric = "SBD"            # the main score: picks the best checkpoint (WORKDIR/best), what --mode=tune maximizes, ranks worst.png ("accuracy@0.5" for nuclei, "AP" for COCO-style data; "|DiC|" ranks low first)
+  config.eval.checkpoint = "best"       # what evaluate, predict, export and tune load: "best" (WORKDIR/best; the latest if none was kept) | "latest"
+  config.eval.num_panels = 8            # images shown in panels.png and TensorBoard's eval/panels
   config.eval.mask_ap = True            # also COCO-style mask AP, AP50, AP75 (scores: mean foreground probability)
   config.eval.matching = True           # also object matching (StarDist): accuracy, F1, PQ at IoU 0.5 ... 0.9
   return config

@@ -41,8 +41,8 @@ def get_config():
   # Hundreds of alike nuclei: pixel coordinates in the embedding separate distant ones for free,
   # so the push term works on neighbours; "pixels" is the same on crops and whole images.
   config.model.position_encoding = "pixels"
-  config.eval.metric = "accuracy@0.5"   # StarDist's matching; what --mode=tune maximizes
   config.train.batch_size = 8
   config.train.num_steps = 10000
   config.train.checkpoint_every = 1000
+  config.eval.metric = "accuracy@0.5"  # what nuclei users compare (StarDist's matching)
   return config

@@ -33,4 +33,5 @@ def get_config():
   config.train.batch_size = 8
   config.train.num_steps = 30000
   config.train.checkpoint_every = 2000
+  config.eval.metric = "AP"      # COCO-style mask AP, what these data sets report
   return config

@@ -7,6 +7,9 @@ seen. orbax writes into a temporary folder and renames it when complete, so a
 run killed during a save never leaves a checkpoint that looks complete; the
 temporary folders such a run leaves are removed when the next run opens the
 folder for writing.
+
+Beside them, <workdir>/best holds the parameters of the best evaluation so far
+(`BestCheckpoint`), which evaluate, predict and export load by default.
 """
 
 import contextlib
@@ -72,37 +75,13 @@ class Checkpointer:
     step = self._manager.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    self._check_shapes(step, abstract_state)
+    check_stored_shapes(os.path.join(self.directory, str(step), "state"), abstract_state,
+                        name=f"checkpoint step {step} in {self.directory}")
     items = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     return restored["state"]
-
-  def _check_shapes(self, step: int, abstract_state: Any) -> None:
-    """Raises ConfigError naming the arrays whose stored shape differs from the target's.
-
-    orbax would fail deep inside the restore with a long traceback that does not
-    say that the checkpoint comes from another model.
-    """
-    try:
-      # orbax warns that an item of a composite checkpoint has no metadata file of its
-      # own, which is how CheckpointManager writes them; the shapes are read all the same.
-      with _orbax_warnings_off():
-        stored = ocp.StandardCheckpointer().metadata(
-            os.path.join(self.directory, str(step), "state")).item_metadata
-    except (FileNotFoundError, ValueError):
-      return  # No readable metadata: orbax's restore says what is wrong.
-    differences = shape_differences(_shapes(stored), _shapes(abstract_state))
-    if not differences:
-      return
-    named = "; ".join(differences[:_NAMED_MISMATCHES])
-    more = len(differences) - _NAMED_MISMATCHES
-    named += f"; and {more} more" if more > 0 else ""
-    raise validate.ConfigError(
-        f"checkpoint step {step} in {self.directory} holds another model than the config "
-        f"describes (checkpoint vs config): {named}. Use the config it was trained with, "
-        "or another --workdir")
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
@@ -110,6 +89,30 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def check_stored_shapes(item_dir: str, target: Any, *, name: str) -> None:
+  """Raises ConfigError naming the arrays whose shape in item_dir differs from the target's.
+
+  orbax would fail deep inside the restore with a long traceback that does not
+  say that the checkpoint comes from another model.
+  """
+  try:
+    # orbax warns that an item of a composite checkpoint has no metadata file of its
+    # own, which is how CheckpointManager writes them; the shapes are read all the same.
+    with _orbax_warnings_off():
+      stored = ocp.StandardCheckpointer().metadata(item_dir).item_metadata
+  except (FileNotFoundError, ValueError):
+    return  # No readable metadata: orbax's restore says what is wrong.
+  differences = shape_differences(_shapes(stored), _shapes(target))
+  if not differences:
+    return
+  named = "; ".join(differences[:_NAMED_MISMATCHES])
+  more = len(differences) - _NAMED_MISMATCHES
+  named += f"; and {more} more" if more > 0 else ""
+  raise validate.ConfigError(
+      f"{name} holds another model than the config describes (checkpoint vs config): "
+      f"{named}. Use the config it was trained with, or another --workdir")
 
 
 def abstract_like(tree: Any, sharding: jax.sharding.Sharding) -> Any:
@@ -150,3 +153,89 @@ def shape_differences(stored: dict[str, tuple[int, ...]],
     elif stored[path] != target[path]:
       lines.append(f"{path} {stored[path]} vs {target[path]}")
   return lines
+
+
+BEST_DIR = "best"
+
+
+class BestCheckpoint:
+  """The parameters of the best evaluation so far, under <workdir>/best, beside the latest.
+
+  One checkpoint: "params" and "score" ({"step", "metric", "value"}); a better evaluation
+  replaces it. Only parameters: evaluate, predict and export need nothing else, and a
+  resumed run starts from the latest checkpoint, not from this one.
+
+  Args:
+    workdir: the run's folder.
+    metric: the evaluation summary's key that ranks checkpoints (config.eval.metric).
+    higher_is_better: whether a larger value of `metric` is better.
+    read_only: for evaluate, predict and export; the folder need not exist.
+  """
+
+  def __init__(self, workdir: str, *, metric: str, higher_is_better: bool = True,
+               read_only: bool = False):
+    self.directory = os.path.join(os.path.abspath(workdir), BEST_DIR)
+    self.metric = metric
+    self.higher_is_better = higher_is_better
+    self._manager = None
+    if read_only and not os.path.isdir(self.directory):
+      return
+    with _orbax_warnings_off():
+      self._manager = ocp.CheckpointManager(
+          self.directory,
+          options=ocp.CheckpointManagerOptions(
+              max_to_keep=1, create=not read_only, read_only=read_only,
+              cleanup_tmp_directories=not read_only))
+    self._score = self._read_score()
+
+  def _read_score(self) -> dict | None:
+    step = self._manager.latest_step()
+    if step is None:
+      return None
+    with _orbax_warnings_off():
+      restored = self._manager.restore(step, args=ocp.args.Composite(score=ocp.args.JsonRestore()))
+    return dict(restored["score"])
+
+  @property
+  def score(self) -> dict | None:
+    """{"step", "metric", "value"} of the kept checkpoint, or None when there is none."""
+    return None if self._manager is None else self._score
+
+  def improves(self, value: float) -> bool:
+    """Whether an evaluation scoring `value` is better than the kept one (NaN never is).
+
+    A kept checkpoint ranked by another metric (the config changed) is replaced.
+    """
+    if value is None or value != value:
+      return False
+    kept = self.score
+    if kept is None or kept["metric"] != self.metric:
+      return True
+    return value > kept["value"] if self.higher_is_better else value < kept["value"]
+
+  def save(self, step: int, params: Any, value: float) -> None:
+    """Keeps `params` of `step`, which scored `value`, in place of the kept checkpoint.
+
+    A collective with several processes: every process calls it with the same step.
+    """
+    self._score = {"step": int(step), "metric": self.metric, "value": float(value)}
+    self._manager.save(step, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(params), score=ocp.args.JsonSave(self._score)), force=True)
+
+  def restore(self, abstract_params: Any) -> Any:
+    """The kept parameters, restored into the shapes and shardings of `abstract_params`."""
+    step = self.score["step"]
+    check_stored_shapes(os.path.join(self.directory, str(step), "params"), abstract_params,
+                        name=f"the best checkpoint (step {step}) in {self.directory}")
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract_params)))
+    return restored["params"]
+
+  def wait(self) -> None:
+    if self._manager is not None:
+      self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    if self._manager is not None:
+      self._manager.wait_until_finished()
+      self._manager.close()

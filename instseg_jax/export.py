@@ -34,6 +34,25 @@ CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
 SERIALIZED_FILE = "predict.jax"
 MANIFEST_FILE = "manifest.json"
+# Bundles shipped inside the package, named by --model=NAME.
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+
+
+def resolve_bundle(model: str) -> str:
+  """The bundle folder --model names: a folder, or the packaged bundle PRETRAINED_DIR/NAME.
+
+  Raises:
+    FileNotFoundError: neither exists; the message lists the packaged names.
+  """
+  if os.path.isdir(model):
+    return model
+  packaged = os.path.join(PRETRAINED_DIR, model)
+  if os.sep not in model and os.path.isdir(packaged):
+    return packaged
+  names = sorted(os.listdir(PRETRAINED_DIR)) if os.path.isdir(PRETRAINED_DIR) else []
+  raise FileNotFoundError(
+      f"--model={model} is neither a bundle folder nor a packaged model ("
+      + (", ".join(names) if names else "none is packaged") + ")")
 
 
 def _files_under(folder: str) -> list[str]:
@@ -74,7 +93,7 @@ def bundle_config(config: ml_collections.ConfigDict, workdir: str) -> ml_collect
 
 def export(config: ml_collections.ConfigDict, workdir: str, bundle_dir: str, *,
            serialize: bool = True) -> str:
-  """Writes the bundle of the latest checkpoint in workdir to bundle_dir; returns its path."""
+  """Writes the bundle of the checkpoint in use (`evaluate.checkpoint_in_use`) to bundle_dir."""
   bundle_dir = os.path.abspath(bundle_dir.rstrip("/"))
   check_replaceable(bundle_dir)
   params = jax.tree_util.tree_map(np.asarray, evaluate.load_params(config, workdir))
@@ -122,8 +141,8 @@ def _write(path: str, data: bytes) -> None:
 
 
 def load_bundle(bundle_dir: str) -> tuple[ml_collections.ConfigDict, dict]:
-  """(config, params) of a bundle written by `export`."""
-  bundle_dir = os.path.abspath(bundle_dir)
+  """(config, params) of a bundle written by `export`, or of a packaged one by name."""
+  bundle_dir = os.path.abspath(resolve_bundle(bundle_dir))
   config_path = os.path.join(bundle_dir, CONFIG_FILE)
   if not os.path.isfile(config_path):
     raise FileNotFoundError(f"{bundle_dir} is not a complete bundle: {CONFIG_FILE} is missing "

@@ -10,13 +10,14 @@ from ml_collections import config_flags
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and pictures.")
 flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export", "inspect", "tune"],
                   "train (then evaluate), evaluate a checkpoint, predict images, export "
-                  "the latest checkpoint as a bundle, inspect the data, or tune the "
+                  "a checkpoint (the best, see config.eval.checkpoint) as a bundle, inspect the data, or tune the "
                   "post-processing on the eval split.")
 flags.DEFINE_string("input", None, "predict: an image file or a folder of images.")
 flags.DEFINE_string("output", None, "predict: the folder for label and overlay PNGs; "
                     "export: the bundle folder (default WORKDIR/export); evaluate with "
                     "--model: the folder for results.json and panels.")
-flags.DEFINE_string("model", None, "evaluate/predict: an exported bundle; then neither "
+flags.DEFINE_string("model", None, "evaluate/predict: an exported bundle folder, or the "
+                    "name of a bundle shipped in instseg_jax/pretrained/; then neither "
                     "--config nor --workdir is needed.")
 flags.DEFINE_bool("multihost", False,
                   "Call jax.distributed.initialize() first: auto-detected on SLURM, TPU "

@@ -2,11 +2,9 @@
 
 import contextlib
 import functools
-import json
 import os
 import signal
 import threading
-import time
 
 import jax
 import ml_collections
@@ -14,8 +12,12 @@ import numpy as np
 from tqdm import tqdm
 
 from instseg_jax import checkpoint
+from instseg_jax import evaluate
+from instseg_jax import metric_writers
 from instseg_jax import models
+from instseg_jax import optim
 from instseg_jax import parallel
+from instseg_jax import periodic
 from instseg_jax import state as state_lib
 from instseg_jax import train_step as train_step_lib
 from instseg_jax import validate
@@ -63,41 +65,6 @@ def data_dir(config: ml_collections.ConfigDict) -> str | None:
   return config.data.data_dir or None
 
 
-def _write_metrics(workdir: str, step: int, metrics: dict[str, float]) -> None:
-  if jax.process_index() != 0:
-    return
-  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-    f.write(json.dumps({"step": step, **metrics}) + "\n")
-
-
-def _logged_step(line: str) -> float:
-  """The step of a metrics.jsonl row; infinite for a row cut short by a kill, so it goes."""
-  try:
-    return json.loads(line)["step"]
-  except (ValueError, KeyError, TypeError):
-    return float("inf")
-
-
-def _drop_metrics_after(workdir: str, step: int) -> None:
-  """Removes the metrics.jsonl rows of steps after `step`, the step a run starts from.
-
-  A run stopped between a log and the next checkpoint logged steps that the resumed
-  run trains and logs again; without this their rows would appear twice.
-  """
-  path = os.path.join(workdir, "metrics.jsonl")
-  if jax.process_index() != 0 or not os.path.isfile(path):
-    return
-  with open(path) as f:
-    lines = [line for line in f if line.strip()]
-  kept = [line for line in lines if _logged_step(line) <= step]
-  if len(kept) == len(lines):
-    return
-  # Written aside and renamed, so a kill now cannot leave half a file.
-  with open(path + ".tmp", "w") as f:
-    f.writelines(kept)
-  os.replace(path + ".tmp", path)
-
-
 def prepare_data(config: ml_collections.ConfigDict, *, process_index: int,
                  agree=None) -> None:
   """Writes the data set files on process 0 and checks what the run will read.
@@ -141,6 +108,40 @@ def _raise_if_nonfinite(pending, fetched, checkpointer) -> None:
           f"this process); the last good checkpoint is step {checkpointer.latest_step()} "
           f"in {checkpointer.directory}. Lower config.optim.learning_rate, or set "
           "config.train.skip_nonfinite=True to skip such steps")
+
+
+def training_scalars(fetched: list[dict], *, seconds: dict[str, float], batch_size: int,
+                     learning_rate: float) -> dict[str, float]:
+  """The row a logging step writes for the steps since the last one.
+
+  Loss terms and gradient norm are averaged over the finite steps (skipped steps are
+  counted, not averaged in); throughput is over the time spent training, so evaluations
+  and checkpoints do not lower it: their share of the time is reported beside it.
+
+  Args:
+    fetched: each step's metrics, on the host.
+    seconds: `periodic.ActionTimer.window()` of these steps.
+    batch_size: images per step (the global batch).
+    learning_rate: the rate of the last of these steps.
+  """
+  finite = [m for m in fetched if m["finite"]] or fetched
+  row = {k: float(np.mean([m[k] for m in finite])) for k in fetched[-1]}
+  row["skipped"] = float(sum(1 - m["finite"] for m in fetched))
+  steps_per_second = len(fetched) / max(seconds[periodic.ActionTimer.TRAIN], 1e-9)
+  row.update(learning_rate=learning_rate, steps_per_second=steps_per_second,
+             images_per_second=steps_per_second * batch_size, **periodic.fractions(seconds))
+  return row
+
+
+def time_to_save(clock: periodic.Every, step: int, *, sync_point: bool) -> bool:
+  """Whether config.train.checkpoint_every_seconds passed; every process gets the same answer.
+
+  Clocks differ between processes, so the answer is agreed on, at steps that are sync
+  points anyway (`stop_agreed`).
+  """
+  if not clock.seconds or not sync_point:
+    return False
+  return parallel.any_process(clock(step))
 
 
 def stop_agreed(requested: dict, *, sync_point: bool) -> bool:
@@ -218,7 +219,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   elif config.model.get("pretrained", ""):
     state = _with_pretrained_encoder(state, config, replicated)
     say(f"encoder weights from {config.model.pretrained}")
-  _drop_metrics_after(workdir, int(state.step))
 
   step_fn = jax.jit(
       functools.partial(train_step_lib.train_step, config=config),
@@ -229,72 +229,116 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
 
   start_step = int(state.step)
   num_steps = config.train.num_steps
+  writer = metric_writers.create_writer(workdir, process_index=jax.process_index(),
+                                        start_step=start_step)
+  if start_step == 0:
+    writer.write_hparams(metric_writers.flat_hparams(config))
+  best = evaluate.best_checkpoint(config, workdir, read_only=False)
+  learning_rate = optim.make_schedule(config)
+  save_clock = periodic.Every(seconds=config.train.checkpoint_every_seconds)
+  # The trace starts after the first logging window, past compilation; process 0 only.
+  profile = periodic.Profile(
+      workdir, first_step=start_step + config.train.log_every,
+      num_steps=config.train.profile_steps if jax.process_index() == 0 else 0)
+  timer = periodic.ActionTimer(("eval", "checkpoint"))
+  last_eval = None
   stopped_by = None
-  with stop_requests() as requested, tqdm(
-      total=num_steps, initial=start_step, desc="train", unit="step",
-      disable=jax.process_index() != 0 or start_step >= num_steps) as bar:
-    window_start = time.perf_counter()
-    pending = []
-    for step in range(start_step, num_steps):
-      batch = next(data_iterator)
-      batch_ids = batch.pop("index")
-      state, metrics = step_fn(state, parallel.global_batch(batch, mesh), step_rng)
-      pending.append((step + 1, batch_ids, metrics))
-      bar.update(1)
-      done = step + 1
-      is_last = done == num_steps
-      logs = done % config.train.log_every == 0
-      saves = done % config.train.checkpoint_every == 0 or is_last
-      # Decided once per step, so that a stop is always a save: a signal that comes
-      # later in this step (while waiting on the fetch, say) stops the next one.
-      stop = stop_agreed(requested, sync_point=logs or saves)
-      will_save = saves or stop
-      # Metrics are checked before every save so a non-finite state is never saved.
-      if logs or will_save:
-        fetched = parallel.to_host([m for _, _, m in pending])
-        if not config.train.skip_nonfinite:
-          _raise_if_nonfinite(pending, fetched, checkpointer)
-        pending = []
-        # Skipped steps are counted, not averaged in.
-        finite = [m for m in fetched if m["finite"]] or fetched
-        summary = {k: float(np.mean([m[k] for m in finite])) for k in fetched[-1]}
-        summary["skipped"] = float(sum(1 - m["finite"] for m in fetched))
-        elapsed = time.perf_counter() - window_start
-        summary["steps_per_second"] = len(fetched) / max(elapsed, 1e-9)
-        window_start = time.perf_counter()
-        _write_metrics(workdir, done, summary)
-        bar.set_postfix(loss=f"{summary['loss']:.4f}")
-      if will_save:
-        checkpointer.save(done, state, data_iterator)
-      if (config.train.eval_every and done % config.train.eval_every == 0 and not is_last
-          and not stop and jax.process_index() == 0):
-        evaluate_and_log(config, workdir, parallel.to_host(state.params), done)
-      if stop:
-        stopped_by = requested["signal"] or "a stop request of another process"
-        break
+  try:
+    with stop_requests() as requested, tqdm(
+        total=num_steps, initial=start_step, desc="train", unit="step",
+        disable=jax.process_index() != 0 or start_step >= num_steps) as bar:
+      pending = []
+      for step in range(start_step, num_steps):
+        batch = next(data_iterator)
+        batch_ids = batch.pop("index")
+        state, metrics = step_fn(state, parallel.global_batch(batch, mesh), step_rng)
+        pending.append((step + 1, batch_ids, metrics))
+        bar.update(1)
+        done = step + 1
+        is_last = done == num_steps
+        # What happens after this step. Every process decides the same: saves and stops are
+        # collective.
+        logs = done % config.train.log_every == 0
+        saves = (done % config.train.checkpoint_every == 0 or is_last
+                 or time_to_save(save_clock, done, sync_point=logs))
+        # Decided once per step, so that a stop is always a save: a signal that comes
+        # later in this step (while waiting on the fetch, say) stops the next one.
+        stop = stop_agreed(requested, sync_point=logs or saves)
+        evaluates = not stop and (is_last or (
+            config.train.eval_every and done % config.train.eval_every == 0))
+        profile(done)
+        # Metrics are checked before every save so a non-finite state is never saved.
+        if logs or saves or stop:
+          fetched = parallel.to_host([m for _, _, m in pending])
+          if not config.train.skip_nonfinite:
+            _raise_if_nonfinite(pending, fetched, checkpointer)
+          pending = []
+          row = training_scalars(fetched, seconds=timer.window(),
+                                 batch_size=config.train.batch_size,
+                                 learning_rate=float(learning_rate(done - 1)))
+          writer.write_scalars(done, row)
+          bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if saves or stop:
+          with timer("checkpoint"):
+            checkpointer.save(done, state, data_iterator)
+          save_clock.restart()
+        if evaluates:
+          with timer("eval"):
+            last_eval = done, evaluate_and_keep_best(config, workdir, state.params, done,
+                                                     writer=writer, best=best)
+        if stop:
+          stopped_by = requested["signal"] or "a stop request of another process"
+          break
+  finally:
+    # Also when a non-finite loss ends the run: what was traced and logged is kept.
+    profile.stop()
+    writer.close()
   checkpointer.wait()
   if stopped_by:
     print(_stop_message(stopped_by, int(state.step), checkpointer), flush=True)
   checkpointer.close()
-  if stopped_by:
+  best.close()
+  if start_step < num_steps:
+    say(f"time: {timer.summary()}")
+  if stopped_by or jax.process_index() != 0:
     return None
-
-  if jax.process_index() != 0:
-    return None
-  # Evaluation is host work on process 0, on its local devices; its scores are in results.json.
-  from instseg_jax import evaluate  # pylint: disable=g-import-not-at-top
-  return evaluate.evaluate(config, workdir, params=parallel.to_host(state.params))
+  return final_evaluation(config, workdir, last_eval)
 
 
-def evaluate_and_log(config: ml_collections.ConfigDict, workdir: str, params, step: int
-                     ) -> dict[str, float]:
-  """Scores params on the eval split (the evaluate path) and logs them as "eval/NAME".
+def evaluate_and_keep_best(config: ml_collections.ConfigDict, workdir: str, params, step: int,
+                           *, writer: metric_writers.MetricWriter,
+                           best: checkpoint.BestCheckpoint) -> dict[str, float] | None:
+  """Scores params on the eval split (the evaluate path), logs them, keeps them if the best.
 
-  Host work on process 0, on its local devices; the other processes go on to the
-  next step and wait for it there.
+  The evaluation is host work on process 0, on its local devices; the other processes
+  wait for its verdict on the best checkpoint (a collective), then all save it together.
+
+  Returns:
+    The evaluation summary on process 0, None on the others.
   """
-  from instseg_jax import evaluate  # pylint: disable=g-import-not-at-top
-  summary = evaluate.evaluate(config, workdir, params=params, verbose=False)
-  _write_metrics(workdir, step, {f"eval/{name}": float(value) for name, value in summary.items()})
-  say(f"step {step}: validation SBD {summary['SBD']:.3f}, |DiC| {summary['|DiC|']:.3f}")
+  summary, value, improved = None, float("nan"), False
+  if jax.process_index() == 0:
+    summary = evaluate.evaluate(config, workdir, params=parallel.to_host(params),
+                                verbose=False, writer=writer, step=step)
+    value = summary.get(best.metric, float("nan"))
+    improved = best.improves(value)
+    if best.metric in summary:
+      say(f"step {step}: validation {best.metric} {value:.3f}"
+          + (" (best so far, kept)" if improved else ""))
+  if parallel.any_process(improved):
+    best.save(step, params, value)
   return summary
+
+
+def final_evaluation(config: ml_collections.ConfigDict, workdir: str,
+                     last_eval: tuple[int, dict] | None) -> dict[str, float]:
+  """The scores of the checkpoint that evaluate, predict and export use, printed.
+
+  That checkpoint is evaluated again only when it is not the one the loop evaluated last.
+  """
+  in_use = evaluate.checkpoint_in_use(config, workdir)
+  if last_eval is None or in_use is None or in_use[1] != last_eval[0]:
+    return evaluate.evaluate(config, workdir)
+  say(f"checkpoint: {in_use[0]}, step {in_use[1]}")
+  evaluate.report(last_eval[1], config)
+  return last_eval[1]

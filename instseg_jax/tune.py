@@ -6,9 +6,9 @@ The network runs once per image (and once more with flip averaging); the cluster
 the foreground threshold, the smallest instance kept, whether dropped fragments join their
 neighbours and whether the foreground is averaged over flips are then chosen one at a time
 (coordinate ascent, repeated until nothing changes) for the best config.eval.metric (mean SBD
-for leaves, pooled matching accuracy for nuclei), scored on each image's own grid. The choice is written to WORKDIR/postprocess.json, which evaluate, predict
-and export read (`with_tuned`) unless config.cluster.use_tuned is False; an exported bundle
-carries it in its config.
+for leaves, pooled matching accuracy for nuclei), scored on each image's own grid. The choice
+is written to WORKDIR/postprocess.json, which evaluate, predict and export read (`with_tuned`)
+unless config.cluster.use_tuned is False; an exported bundle carries it in its config.
 """
 
 import copy
@@ -19,10 +19,10 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from instseg_jax import checkpoint
 from instseg_jax import inference
 from instseg_jax.data import pipeline
 from instseg_jax.metrics import aggregation
+from instseg_jax.metrics import ap as ap_lib
 from instseg_jax.metrics import matching as matching_lib
 
 TUNED_FILE = "postprocess.json"
@@ -44,22 +44,20 @@ def candidates(config: ml_collections.ConfigDict) -> dict[str, tuple]:
   return options
 
 
-# What config.eval.metric may name: a mean CVPPP score or a pooled matching score.
-MATCHING_METRICS = tuple(matching_lib.score_key(name, t) for name in matching_lib.SCORES
-                         for t in matching_lib.THRESHOLDS)
-METRICS = ("SBD", "FBD") + MATCHING_METRICS
-
-
 def score(outputs: list[inference.NetworkOutput], truths: list[np.ndarray],
-          postprocess: inference.PostProcess, *, matching: bool = False) -> dict[str, float]:
-  """The CVPPP summary (and the matching scores) of one post-processing over cached outputs."""
-  accumulator = aggregation.MetricAccumulator()
+          postprocess: inference.PostProcess, *, matching: bool = False, ap: bool = False
+          ) -> dict[str, float]:
+  """The CVPPP summary (and matching scores, and mask AP) of one post-processing over outputs."""
+  from instseg_jax import evaluate  # pylint: disable=g-import-not-at-top
+  accumulator = aggregation.MetricAccumulator(ap=ap)
   matches = matching_lib.MatchingAccumulator() if matching else None
   for i, (output, gt) in enumerate(zip(outputs, truths)):
-    labels = inference.apply_postprocess(output, postprocess).labels
-    accumulator.add(i, labels, gt, ignore=gt < 0)
+    result = inference.apply_postprocess(output, postprocess)
+    confidences = ({"scores": evaluate.instance_confidences(result.labels, result.foreground)}
+                   if ap else {})
+    accumulator.add(i, result.labels, gt, ignore=gt < 0, **confidences)
     if matches is not None:
-      matches.add(np.maximum(gt, 0), np.where(gt < 0, 0, labels))
+      matches.add(np.maximum(gt, 0), np.where(gt < 0, 0, result.labels))
   summary = accumulator.summary()
   if matches is not None:
     summary.update(matches.summary())
@@ -109,19 +107,20 @@ def tune(config: ml_collections.ConfigDict, workdir: str, *, params=None) -> dic
 
   summaries = {}
   metric = config.eval.metric
+  sign = 1.0 if evaluate.ranked_metrics(config)[metric] else -1.0
 
   def objective(postprocess: inference.PostProcess) -> float:
     key = repr(postprocess)
     if key not in summaries:
       summaries[key] = score(outputs[postprocess.flip_average], truths, postprocess,
-                             matching=metric in MATCHING_METRICS)
-    return summaries[key][metric]
+                             matching=metric in matching_lib.KEYS, ap=metric in ap_lib.AP_KEYS)
+    return sign * summaries[key][metric]
 
   grid = candidates(config)
   start = segmenter.postprocess
   best, _ = coordinate_ascent(objective, start, grid)
   result = {
-      "step": checkpoint.Checkpointer(workdir, read_only=True).latest_step(),
+      "step": (evaluate.checkpoint_in_use(config, workdir) or (None, None))[1],
       "split": config.data.eval_split, "images": len(truths), "objective": metric,
       "cluster": tuned_fields(best, grid),
       "before": summaries[repr(start)], "after": summaries[repr(best)],

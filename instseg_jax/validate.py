@@ -77,9 +77,6 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
   pretrained = config.model.get("pretrained", "")
   if pretrained and not os.path.isfile(pretrained):
     raise ConfigError(f"config.model.pretrained={pretrained!r}: no such file")
-  if "metric" in config.eval:  # Older bundles lack it.
-    from instseg_jax import tune  # pylint: disable=g-import-not-at-top
-    _choice(config, "eval.metric", tune.METRICS)
   _choice(config, "optim.name", ("adam", "adamw", "sgd"))
   _choice(config, "optim.schedule", ("constant", "cosine"))
   preset = config.loss.get("preset", "")
@@ -93,6 +90,14 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
   _at_least(config, "cluster.bandwidth", 0, strict=True)
   _at_least(config, "predict.max_side", 0)
   _at_least(config, "train.keep_checkpoints", 1)
+  _at_least(config, "train.eval_every", 0)
+  _at_least(config, "train.checkpoint_every_seconds", 0)
+  _at_least(config, "train.profile_steps", 0)
+  if "checkpoint" in config.get("eval", {}):
+    _choice(config, "eval.checkpoint", ("best", "latest"))
+  if "metric" in config.get("eval", {}):
+    from instseg_jax import evaluate  # pylint: disable=g-import-not-at-top
+    _choice(config, "eval.metric", evaluate.ranked_metrics(config))
   if config.data.num_classes < 2:
     raise ConfigError(
         f"config.data.num_classes={config.data.num_classes} must count background and at "

@@ -29,6 +29,10 @@ def score_key(name: str, threshold: float) -> str:
   return f"{name}@{threshold:g}"
 
 
+# Every score key of a `MatchingAccumulator` summary.
+KEYS = tuple(score_key(name, t) for t in THRESHOLDS for name in SCORES)
+
+
 def iou_matrix(gt: ArrayLike, pred: ArrayLike) -> np.ndarray:
   """(n_true, n_pred) IoU of every pair of objects (0 = background in both maps)."""
   table = cvppp.contingency_table(gt, pred).astype(np.float64)
