@@ -8,7 +8,7 @@
 Measured 2026-12-04 on the project's 2-core x86_64 CPU machine (no GPU): 1500 steps at
 1.55 s/step alone, 2.0 s/step beside a test run (39-50 min of training); on the 20 held-out
 validation plants, through --mode=tune and --mode=predict, the label PNGs scored on their
-530x500 grid (benchmarks/cvppp_holdout.sh): SBD 0.845, FBD 0.971, DiC -1.1, |DiC| 1.30
+530x500 grid (benchmarks/holdout.sh): SBD 0.845, FBD 0.971, DiC -1.1, |DiC| 1.30
 (before tuning: SBD 0.840). Short of the published 0.874-0.884: see README.md, "Results".
 """
 

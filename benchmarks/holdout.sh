@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# A CVPPP recipe as a user runs it: train, tune the post-processing on the validation split,
-# predict the validation plants' image files, score the written label PNGs on their own grid.
+# A recipe as a user runs it: train, tune the post-processing on the validation split,
+# predict the validation images' files, score the written label PNGs on their own grid.
 #
-#   benchmarks/cvppp_holdout.sh configs/cvppp_cpu.py runs/cvppp_cpu ../shared/data/cvppp_a1_train
-#   benchmarks/cvppp_holdout.sh configs/cvppp.py runs/cvppp DATA   # the GPU recipe, on a GPU
+#   benchmarks/holdout.sh configs/cvppp_cpu.py runs/cvppp_cpu ../shared/data/cvppp_a1_train
+#   benchmarks/holdout.sh configs/dsb2018_cpu.py runs/dsb2018_cpu ../shared/data/dsb2018
+#   benchmarks/holdout.sh configs/cvppp.py runs/cvppp DATA   # a GPU recipe, on a GPU
 #
 # Prints the training time and the scores (also in WORKDIR/holdout.txt).
 set -euo pipefail
