@@ -6,6 +6,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from instseg_jax import cluster as cl
+from instseg_jax.cluster import buckets
 
 SIZE = 32
 DIM = 8
@@ -280,3 +281,22 @@ def test_reaching_max_instances_is_reported(method, caplog):
   assert int(np.max(pred)) == 150
   assert "max_instances=150" in caplog.text
 
+
+def test_bucket_sizes():
+  assert buckets.bucket_pixels(1) == buckets.MIN_PIXELS == 64 * 64
+  assert buckets.bucket_pixels(64 * 64) == 64 * 64
+  assert buckets.bucket_pixels(64 * 64 + 1) == 2 * 64 * 64
+  assert buckets.bucket_pixels(1040 * 1388) == 2**21
+
+
+@pytest.mark.parametrize("method", ["meanshift", "fast_meanshift"])
+def test_padding_to_a_bucket_changes_no_label(method):
+  embeddings, mask, _ = _blobs(6, 5)
+  embeddings, mask = embeddings[:, 3:27], mask[:, 3:27]  # 32x24: not a power of two wide.
+  padded, padded_mask = buckets.pad_to_bucket(embeddings, mask)
+  assert padded.shape == (1, 4096, DIM) and padded_mask.sum() == mask.sum()
+  direct = np.asarray(cl.cluster(embeddings, mask, method=method))
+  via_bucket = buckets.unpad(np.asarray(cl.cluster(padded, padded_mask, method=method)),
+                             mask.shape)
+  assert direct.max() == 5
+  np.testing.assert_array_equal(via_bucket, direct)
