@@ -130,50 +130,15 @@ def _torch_step(threads: int):
   from torch import nn
 
   sys.path.insert(0, REPO)
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   from configs import default
-  from instseg_jax.models import layers
+  import torch_unet
 
   torch.set_num_threads(threads)
   torch.manual_seed(0)
   config = default.get_config()
-  features = tuple(config.model.features)
 
-  def double_conv(cin, cout):
-    mods = []
-    for c in (cin, cout):
-      mods += [nn.Conv2d(c, cout, 3, padding=1, bias=False),
-               nn.GroupNorm(layers.num_groups(cout), cout, eps=1e-6), nn.ReLU(inplace=True)]
-    return nn.Sequential(*mods)
-
-  class TorchUNet(nn.Module):
-
-    def __init__(self):
-      super().__init__()
-      self.down = nn.ModuleList()
-      channels = 3
-      for width in features:
-        self.down.append(double_conv(channels, width))
-        channels = width
-      self.upsample, self.up = nn.ModuleList(), nn.ModuleList()
-      for depth in reversed(range(len(features) - 1)):
-        self.upsample.append(nn.ConvTranspose2d(channels, features[depth], 2, stride=2))
-        self.up.append(double_conv(2 * features[depth], features[depth]))
-        channels = features[depth]
-      self.embedding = nn.Conv2d(channels, config.model.embedding_dim, 1)
-      self.semantic = nn.Conv2d(channels, config.data.num_classes, 1)
-
-    def forward(self, x):
-      skips = []
-      for depth, block in enumerate(self.down):
-        x = block(x)
-        if depth < len(self.down) - 1:
-          skips.append(x)
-          x = nn.functional.max_pool2d(x, 2)
-      for upsample, block in zip(self.upsample, self.up):
-        x = block(torch.cat([upsample(x), skips.pop()], dim=1))
-      return self.embedding(x), self.semantic(x)
-
-  model = TorchUNet()
+  model = torch_unet.from_config(config)
   optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
   rng = np.random.default_rng(0)
   images = torch.from_numpy(rng.uniform(size=(BATCH, SIZE, SIZE, 3)).astype(np.float32))
