@@ -244,7 +244,8 @@ def main() -> None:
       n = len(shapes)
       # The first round of ours compiles; the median over rounds is the steady state.
       ours_ips, peers_ips = n / np.median(seconds["ours"]), n / np.median(seconds["peers"])
-      label = name if name != "mixed" else "mixed " + ", ".join(f"{h}x{w}" for h, w in shapes)
+      label = ("mixed " if name == "mixed" else "") + ", ".join(
+          dict.fromkeys(f"{h}x{w}" for h, w in shapes))  # distinct sizes, in order
       print(f"| {label} | {n} | {ours_ips:.2f} ({n / seconds['ours'][0]:.2f}) | "
             f"{peers_ips:.3f} | {ours_ips / peers_ips:.1f}x | "
             f"{results['ours']['accuracy']:.3f} / {results['peers']['accuracy']:.3f} |",
