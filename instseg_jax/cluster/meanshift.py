@@ -69,9 +69,9 @@ class _Foreground(NamedTuple):
 def _pack_foreground(flat: jax.Array, fg: jax.Array, chunk: int) -> _Foreground:
   """Packs the foreground so that per-pixel work can stop after ceil(count / chunk) chunks.
 
-  Only the indices are packed: gathering every pixel's embedding into a second (M, D) buffer
-  cost as much as the rest of the clustering on a 1024x1024 image, and the chunks that follow
-  read only the foreground's rows.
+  Only the indices are packed: a second (M, D) copy of the embeddings is written for every pixel
+  of the buffer, 64 MB for a 1024x1024 image, while the chunks that follow read only the
+  foreground's rows.
 
   Args:
     flat: (N, D) embeddings.
@@ -423,8 +423,9 @@ def mean_shift(
       surely (CVPPP leaves: 32 seeds SBD 0.840, 64 or 128 seeds 0.845).
     num_points: size of the foreground subsample that forms the density (static); raised to
       16 per seed, so that 500 instances are each sampled about 16 times.
-    max_iters: cap on mean-shift steps (static); on trained-like embeddings the seeds that find
-      an instance settle in 3-5 steps at bandwidths 0.7-2.0.
+    max_iters: cap on mean-shift steps (static). On trained-like embeddings at bandwidths 1.0
+      and 1.5 every seed settles within 5 steps; at 0.7 and 2.0 the seeds still moving after 8
+      are stragglers and seeds crossing between instances (benchmarks/cluster_bench.py).
     tol: convergence threshold, relative to `bandwidth`: 1 % of the bandwidth is far below
       the merge radius, so the modes of one instance still merge.
     merge_radius: modes closer than this merge; default `bandwidth`.
