@@ -245,8 +245,9 @@ def cluster_network_grid(output: NetworkOutput, postprocess: PostProcess
                          ) -> tuple[np.ndarray, bool]:
   """(labels (h, w) int32 on the network's grid, whether the instance bound was reached)."""
   embedding, mask = output.embedding, output.foreground > postprocess.fg_threshold
-  if postprocess.method in cluster_lib.JAX_METHODS:
-    # Grids of any size share a few compiled programs; the padding changes no label.
+  # Grids of any size share a few compiled programs; the padding changes no label.
+  padded = postprocess.method in cluster_lib.JAX_METHODS
+  if padded:
     embedding, mask = buckets.pad_to_bucket(embedding, mask)
   options = dict(postprocess.options)
   if postprocess.method in _BOUNDED_METHODS:
@@ -256,7 +257,8 @@ def cluster_network_grid(output: NetworkOutput, postprocess: PostProcess
     options["num_clusters"] = max(1, round((output.count or 0.0) * postprocess.max_instances))
   labels = np.asarray(cluster_lib.cluster(embedding, mask, method=postprocess.method,
                                           **options), np.int32)
-  labels = buckets.unpad(labels, output.foreground.shape)
+  if padded:
+    labels = buckets.unpad(labels, output.foreground.shape)
   capped = int(labels.max(initial=0)) >= postprocess.max_instances
   labels = np.asarray(cluster_lib.remove_small_instances(labels, min_size=postprocess.min_size))
   return labels, capped
