@@ -137,7 +137,6 @@ def _compiled_programs():
 def test_a_folder_of_ten_image_sizes_compiles_the_stated_number_of_programs(size_mode):
   config = tiny.get_config()
   config.data.size_mode = size_mode
-  config.data.max_instances = 7
   config.cluster.fg_threshold = 0.0  # every pixel is clustered, whatever the random network says
   model = models.create_model(config)
   # Random weights of the model's shapes: compiling its initialisers took longer than the test.
