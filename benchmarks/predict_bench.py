@@ -152,7 +152,8 @@ def torch_child(tiny: bool, bandwidth: float, device: str, threads: int) -> None
   model = torch_unet.from_config(_config(tiny)).to(device).eval()
   palette = np.random.default_rng(0).integers(64, 256, (65536, 3)).astype(np.uint8)
 
-  def segment(image: np.ndarray, truth: dict[str, np.ndarray]) -> np.ndarray:
+  def network(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(embedding (H, W, D), foreground probability (H, W)) of an image padded to the stride."""
     height, width = image.shape[:2]
     pad_h, pad_w = -height % model.stride, -width % model.stride
     x = torch.from_numpy(np.pad(image, ((0, pad_h), (0, pad_w), (0, 0))))
@@ -160,11 +161,13 @@ def torch_child(tiny: bool, bandwidth: float, device: str, threads: int) -> None
       embedding, semantic = model(x.permute(2, 0, 1)[None].to(device))
       embedding = embedding[0, :, :height, :width].permute(1, 2, 0).cpu().numpy()
       foreground = torch.softmax(semantic, 1)[0, 1, :height, :width].cpu().numpy()
+    return embedding, foreground
+
+  def segment(image: np.ndarray, truth: dict[str, np.ndarray]) -> np.ndarray:
+    network(image)
     # Trained-like embeddings of the true layout in place of the random network's (see above).
-    del embedding, foreground
-    embedding, foreground = truth["embedding"], (truth["labels"] > 0).astype(np.float32)
-    mask = foreground > 0.5
-    labels = np.zeros((height, width), np.int32)
+    embedding, mask = truth["embedding"], truth["labels"] > 0
+    labels = np.zeros(mask.shape, np.int32)
     if mask.any():
       labels[mask] = MeanShift(bandwidth=bandwidth, bin_seeding=True).fit_predict(
           embedding[mask]) + 1

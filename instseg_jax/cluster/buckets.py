@@ -15,7 +15,7 @@ MIN_PIXELS = 2**12
 
 
 def bucket_pixels(num_pixels: int) -> int:
-  """The padded pixel count of an image of `num_pixels`: the next power of two, at least MIN_PIXELS."""
+  """The padded pixel count of an image of `num_pixels`: the next power of two, >= MIN_PIXELS."""
   return max(MIN_PIXELS, 1 << max(0, num_pixels - 1).bit_length())
 
 
