@@ -26,10 +26,15 @@ mkdir -p "$(dirname "$OUT")"
 # Two frameworks share the device in the prediction benchmark: neither may take it all.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 
-read -r PLATFORM DEVICE_NAME < <("$PY" -c '
+DEVICE_LINE=$("$PY" -c '
 import jax
 d = jax.devices()[0]
-print(d.platform, d.device_kind)' 2>/dev/null | tail -n 1)
+print(d.platform, d.device_kind)' 2>/dev/null | tail -n 1) || true
+if [[ -z "$DEVICE_LINE" ]]; then
+  echo "$PY cannot import jax; set PYTHON to an environment with jax and torch" >&2
+  exit 1
+fi
+read -r PLATFORM DEVICE_NAME <<< "$DEVICE_LINE"
 if [[ "$PLATFORM" != gpu && "$PLATFORM" != cuda && "$TINY" != 1 ]]; then
   echo "jax sees no GPU (platform $PLATFORM); GPU_BENCH_TINY=1 $0 runs tiny sizes on it" >&2
   exit 1
