@@ -20,6 +20,7 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/loss_bench.py
 	$(PY) benchmarks/cluster_bench.py
+	$(PY) benchmarks/predict_bench.py
 	$(PY) benchmarks/data_bench.py
 	$(PY) benchmarks/model_bench.py
 

@@ -1,234 +1,209 @@
-"""Clustering benchmark: our JAX mean shift against sklearn `MeanShift`.
+"""Clustering benchmark: our JAX mean shift against sklearn `MeanShift`, each in its own process.
 
-Synthetic 256x256 scenes with D=16 embeddings that look like a trained network's output under the
-discriminative loss (delta_v = 0.5, delta_d = 1.5): instance means at least 3.0 apart and packed
-as closely as that allows, most pixels within 0.5 of their mean, a few stragglers (5%) up to 1.3
-away and leaning towards a neighbouring instance, as boundary pixels do. Two scenarios:
+Scenes from benchmarks/scenes.py (trained-like embeddings of nuclei and leaf layouts) at 256x256
+and 512x512. At each bandwidth of --bandwidths, ours `mean_shift(bandwidth=h)` (JAX, Gaussian
+kernel, jit) and sklearn `MeanShift(bandwidth=h, bin_seeding=True)` cluster the same embeddings,
+the two in processes of their own on the same cores (benchmarks/driver.py), image by image,
+alternating which goes first, for --rounds rounds.
 
-* nuclei: 25-60 small round instances, 10-15% foreground;
-* leaves: 15 large elongated instances around a centre, overlapping as in a rosette (slivers under
-  50 pixels dropped, so 11-15 remain).
-
-Reported: the compile time of ours (once per image shape); then per scenario, medians over the
-images of the steady-state time per image (after a warm-up call), sklearn's time per image and
-their ratio, the total per image with the compile spread over the images, and the adjusted Rand
-index against the true instances on the foreground, for `mean_shift`, `fast_mean_shift` and
-sklearn `MeanShift(bandwidth=1.5, bin_seeding=True)`.
+Reported per layout, size and bandwidth: the time per image of each (the median over rounds of
+each image, averaged over the images: the total per image, compile excluded), their ratio, the
+adjusted Rand index against the true instances on the foreground (mean and minimum), and the
+worst per-image ARI of ours minus sklearn's. Then ours alone: the time per image over
+bandwidths 0.7-2.0, the compile time per image shape in a fresh process, and a 1024x1024 image
+of 500 nuclei. Ours runs with max_instances 128 at 256x256, 256 at 512x512 and 512 at
+1024x1024 (MAX_INSTANCES).
 
 Run:
-  .venv/bin/python benchmarks/cluster_bench.py [--num_images 10] [--seed 0]
-      [--straggler_frac 0.05] [--straggler_max 1.3] [--compilation_cache DIR]
+  .venv/bin/python benchmarks/cluster_bench.py [--num_images 5] [--rounds 3] [--sizes 256 512]
+      [--bandwidths 1.0 1.5] [--tiny]
 
-With --compilation_cache, a second run finds the mean shift compiled on disk, as a second
-`--mode=evaluate` or `--mode=predict` does (main.py turns the cache on).
+--tiny: 64x64 and 96x96 scenes, 2 images, 1 round, no 1024x1024 image (a smoke test).
 """
 
 import argparse
+import functools
 import os
+import sys
 import time
 
-import jax
 import numpy as np
-from sklearn.cluster import MeanShift
-from sklearn.metrics import adjusted_rand_score
 
-from instseg_jax import cluster as cl
-from instseg_jax import compilation_cache
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-SIZE = 256
-DIM = 16
-DELTA_V = 0.5
-MIN_CENTRE_DIST = 3.0
-MIN_LEAF_PIXELS = 50
+import driver  # pylint: disable=g-import-not-at-top,wrong-import-position
+import scenes  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-
-def _centres(rng: np.random.Generator, k: int) -> np.ndarray:
-  """K means at least MIN_CENTRE_DIST apart, packed so that many pairs are close to it."""
-  # The loss regulariser keeps the means near the origin: sample a small ball, reject near misses.
-  out = []
-  scale = 0.6
-  while len(out) < k:
-    c = rng.normal(0.0, scale, DIM)
-    if all(np.linalg.norm(c - o) >= MIN_CENTRE_DIST for o in out):
-      out.append(c)
-    else:
-      scale *= 1.002
-  return np.stack(out).astype(np.float32)
+SWEEP = (0.7, 1.0, 1.5, 2.0)
+# Ours needs a static bound on instances per image, which a user sets from the data: the nuclei
+# layouts hold up to 60 per 256x256, so up to 240 at 512x512.
+MAX_INSTANCES = {256: 128, 512: 256, 1024: 512}
 
 
-def _nuclei_layout(rng: np.random.Generator) -> np.ndarray:
-  target_k = rng.integers(25, 61)
-  target_fg = rng.uniform(0.10, 0.15)
-  yy, xx = np.mgrid[:SIZE, :SIZE]
-  labels = np.zeros((SIZE, SIZE), np.int32)
-  k = 0
-  radius = np.sqrt(target_fg * SIZE * SIZE / (np.pi * target_k))
-  for _ in range(10 * target_k):
-    if k == target_k:
-      break
-    r = radius * rng.uniform(0.6, 1.4)
-    e = rng.uniform(0.7, 1.0)
-    cy, cx = rng.uniform(r, SIZE - r, 2)
-    disc = ((yy - cy) / r) ** 2 + ((xx - cx) / (r * e)) ** 2 <= 1.0
-    if np.any(labels[disc]):
-      continue
-    k += 1
-    labels[disc] = k
-  return labels
-
-
-def _leaves_layout(rng: np.random.Generator, k: int = 15) -> np.ndarray:
-  yy, xx = np.mgrid[:SIZE, :SIZE] - SIZE / 2
-  labels = np.zeros((SIZE, SIZE), np.int32)
-  angles = np.sort(rng.uniform(0, 2 * np.pi, k))
-  for i, a in enumerate(angles, start=1):
-    length = rng.uniform(40, 110)
-    width = length * rng.uniform(0.25, 0.45)
-    cy, cx = 0.55 * length * np.sin(a), 0.55 * length * np.cos(a)
-    u = (yy - cy) * np.sin(a) + (xx - cx) * np.cos(a)
-    v = -(yy - cy) * np.cos(a) + (xx - cx) * np.sin(a)
-    leaf = (u / (length / 2)) ** 2 + (v / (width / 2)) ** 2 <= 1.0
-    labels[leaf] = i  # younger leaves cover older ones, as in a rosette.
-  # Slivers of covered leaves are not instances anyone annotates; renumber the rest 1..K.
-  sizes = np.bincount(labels.ravel(), minlength=k + 1)
-  labels[sizes[labels] < MIN_LEAF_PIXELS] = 0
-  _, inverse = np.unique(labels, return_inverse=True)
-  return inverse.reshape(labels.shape).astype(np.int32)
-
-
-def _embeddings(
-    rng: np.random.Generator, labels: np.ndarray, straggler_frac: float, straggler_max: float
-) -> tuple[np.ndarray, np.ndarray]:
-  k = labels.max()
-  centres = _centres(rng, k)
-  emb = rng.normal(0.0, 1.0, (SIZE, SIZE, DIM)).astype(np.float32)  # background: anything.
-  fg = labels > 0
-  n = int(fg.sum())
-  inst = labels[fg] - 1
-  direction = rng.normal(size=(n, DIM))
-  direction /= np.linalg.norm(direction, axis=-1, keepdims=True)
-  radius = DELTA_V * rng.uniform(0.2, 1.0, n)
-  x = centres[inst] + radius[:, None] * direction
-  straggler = rng.random(n) < straggler_frac
-  if k > 1:
-    other = (inst + rng.integers(1, k, n)) % k
-    towards = centres[other] - centres[inst]
-    towards /= np.linalg.norm(towards, axis=-1, keepdims=True)
-    lean = 0.5 * towards + 0.5 * direction
-    lean /= np.linalg.norm(lean, axis=-1, keepdims=True)
-    far = rng.uniform(DELTA_V, straggler_max, n)
-    x = np.where(straggler[:, None], centres[inst] + far[:, None] * lean, x)
-  emb[fg] = x
-  return emb, fg
-
-
-def make_scene(
-    rng: np.random.Generator,
-    scenario: str,
-    *,
-    straggler_frac: float = 0.05,
-    straggler_max: float = 1.3,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Returns embeddings (H, W, D) float32, foreground (H, W) bool and true labels (H, W) int32."""
-  labels = _nuclei_layout(rng) if scenario == "nuclei" else _leaves_layout(rng)
-  emb, fg = _embeddings(rng, labels, straggler_frac, straggler_max)
-  return emb, fg, labels
+@functools.lru_cache(maxsize=8)
+def _scenes(scenario: str, size: int, num_images: int, seed: int, count: int | None = None):
+  """The same scenes in every process: generated from the seed."""
+  rng = np.random.default_rng([seed, size, scenes.SCENARIOS.index(scenario)])
+  return [scenes.make_scene(rng, scenario, (size, size), count=count) for _ in range(num_images)]
 
 
 def _ari(truth: np.ndarray, pred: np.ndarray, fg: np.ndarray) -> float:
-  return adjusted_rand_score(truth[fg], np.asarray(pred)[fg])
+  from sklearn.metrics import adjusted_rand_score  # pylint: disable=g-import-not-at-top
+  return float(adjusted_rand_score(truth[fg], pred[fg]))
 
 
-def _time_jax(fn, emb, fg) -> tuple[float, np.ndarray]:
-  start = time.perf_counter()
-  out = jax.block_until_ready(fn(emb, fg))
-  return time.perf_counter() - start, np.asarray(out)
+def jax_child() -> None:
+  import jax  # pylint: disable=g-import-not-at-top
+  from instseg_jax import cluster  # pylint: disable=g-import-not-at-top
+
+  def compile_seconds(size: int) -> float:
+    emb = np.zeros((size, size, scenes.DIM), np.float32)
+    start = time.perf_counter()
+    cluster.mean_shift.lower(emb, emb[..., 0] > 0, bandwidth=1.0,
+                             max_instances=MAX_INSTANCES.get(size, 128)).compile()
+    return time.perf_counter() - start
+
+  compiled = set()
+
+  def run(scenario: str, size: int, num_images: int, seed: int, index: int, bandwidth: float,
+          count: int | None = None) -> dict:
+    emb, fg, truth = _scenes(scenario, size, num_images, seed, count)[index]
+    emb_d, fg_d = jax.device_put(emb), jax.device_put(fg)
+    max_instances = MAX_INSTANCES.get(size, 128)
+    fn = lambda: cluster.mean_shift(emb_d, fg_d, bandwidth=bandwidth,
+                                    max_instances=max_instances)
+    if size not in compiled:  # the compile is reported on its own
+      jax.block_until_ready(fn())
+      compiled.add(size)
+    start = time.perf_counter()
+    labels = np.asarray(jax.block_until_ready(fn()))
+    seconds = time.perf_counter() - start
+    return {"s": seconds, "ari": _ari(truth, labels, fg), "k": int(labels.max()),
+            "true_k": int(truth.max()), "fg": float(fg.mean())}
+
+  driver.serve({"run": run, "compile": compile_seconds,
+                "device": lambda: str(jax.devices()[0].device_kind)})
 
 
-def _compile_seconds(fn, emb, fg, **options) -> float:
-  """Trace, lower and compile time of a jitted function, without running it."""
-  start = time.perf_counter()
-  fn.lower(emb, fg, **options).compile()
-  return time.perf_counter() - start
+def sklearn_child() -> None:
+  from sklearn.cluster import MeanShift  # pylint: disable=g-import-not-at-top
+
+  def run(scenario: str, size: int, num_images: int, seed: int, index: int, bandwidth: float,
+          count: int | None = None) -> dict:
+    emb, fg, truth = _scenes(scenario, size, num_images, seed, count)[index]
+    start = time.perf_counter()
+    labels = np.zeros(fg.shape, np.int32)
+    labels[fg] = MeanShift(bandwidth=bandwidth, bin_seeding=True).fit_predict(emb[fg]) + 1
+    seconds = time.perf_counter() - start
+    return {"s": seconds, "ari": _ari(truth, labels, fg), "k": int(labels.max())}
+
+  driver.serve({"run": run})
 
 
-def run(num_images: int, seed: int, **scene_options) -> None:
-  ours_opts, fast_opts = {"bandwidth": 1.0}, {"bandwidth": 1.5}
-  ours = lambda e, m: cl.mean_shift(e, m, **ours_opts)
-  fast = lambda e, m: cl.fast_mean_shift(e, m, **fast_opts)
-  print(f"jax {jax.__version__} on {jax.devices()[0].platform}; {num_images} images per scenario; "
-        f"mean_shift{ours_opts}, fast_mean_shift{fast_opts}, "
-        f"sklearn MeanShift(bandwidth=1.5, bin_seeding=True)")
-  shape_emb = np.zeros((SIZE, SIZE, DIM), np.float32)
-  shape_fg = np.zeros((SIZE, SIZE), bool)
-  compile_ours = _compile_seconds(cl.mean_shift, shape_emb, shape_fg, **ours_opts)
-  compile_fast = _compile_seconds(cl.fast_mean_shift, shape_emb, shape_fg, **fast_opts)
-  print(f"compile (trace + lower + XLA, once per image shape): mean_shift {compile_ours:.2f} s, "
-        f"fast_mean_shift {compile_fast:.2f} s")
-  for scenario in ("nuclei", "leaves"):
-    rng = np.random.default_rng(seed)
-    scenes = [make_scene(rng, scenario, **scene_options) for _ in range(num_images)]
-    # Warm-up: the first call also fills the jit cache for these (static) options.
-    _time_jax(ours, scenes[0][0], scenes[0][1])
-    _time_jax(fast, scenes[0][0], scenes[0][1])
-    rows = []
-    for emb, fg, truth in scenes:
-      emb_d, fg_d = jax.device_put(emb), jax.device_put(fg)
-      t_ours, p_ours = _time_jax(ours, emb_d, fg_d)
-      t_fast, p_fast = _time_jax(fast, emb_d, fg_d)
-      start = time.perf_counter()
-      p_sk = MeanShift(bandwidth=1.5, bin_seeding=True).fit_predict(emb[fg])
-      t_sk = time.perf_counter() - start
-      sk = np.zeros(fg.shape, np.int32)
-      sk[fg] = p_sk + 1
-      rows.append((
-          t_ours, t_fast, t_sk,
-          _ari(truth, p_ours, fg), _ari(truth, p_fast, fg), _ari(truth, sk, fg),
-          truth.max(), p_ours.max(), p_fast.max(), sk.max(), fg.mean(),
-      ))
-    r = np.array(rows)
-    med = np.median(r, axis=0)
-    total_ours = (compile_ours + r[:, 0].sum()) / num_images
-    # Images after which ours, compile included, is 30x faster than sklearn in total.
-    margin = med[2] / 30 - med[0]
-    breakeven = f"{int(np.ceil(compile_ours / margin))}" if margin > 0 else "never"
-    print(f"\n[{scenario}] instances {int(r[:, 6].min())}-{int(r[:, 6].max())}, "
-          f"foreground {100 * r[:, 10].min():.0f}-{100 * r[:, 10].max():.0f}%")
-    print(f"  steady-state per image (median): mean_shift {med[0] * 1e3:.1f} ms, "
-          f"fast_mean_shift {med[1] * 1e3:.1f} ms, sklearn {med[2] * 1e3:.0f} ms")
-    print(f"  speed-up over sklearn (median of per-image ratios): mean_shift "
-          f"{np.median(r[:, 2] / r[:, 0]):.0f}x, "
-          f"fast_mean_shift {np.median(r[:, 2] / r[:, 1]):.0f}x")
-    print(f"  total per image incl. one compile over these {num_images} images: mean_shift "
-          f"{total_ours * 1e3:.0f} ms vs sklearn {r[:, 2].mean() * 1e3:.0f} ms = "
-          f"{r[:, 2].mean() / total_ours:.1f}x; 30x reached from "
-          f"{breakeven} images on")
-    print(f"  ARI median / mean / min: mean_shift {med[3]:.3f} / {r[:, 3].mean():.3f} / "
-          f"{r[:, 3].min():.3f}; fast {med[4]:.3f} / {r[:, 4].mean():.3f} / {r[:, 4].min():.3f}; "
-          f"sklearn {med[5]:.3f} / {r[:, 5].mean():.3f} / {r[:, 5].min():.3f}")
-    print(f"  worst per-image (mean_shift - sklearn) ARI: {np.min(r[:, 3] - r[:, 5]):+.3f}")
-    print("  per image: true K, mean_shift K, fast K, sklearn K | ARI mean_shift, fast, sklearn")
-    for row in r:
-      print(f"    {int(row[6]):3d} {int(row[7]):3d} {int(row[8]):3d} {int(row[9]):3d} | "
-            f"{row[3]:.3f} {row[4]:.3f} {row[5]:.3f}")
+def compare(ours: driver.Child, peer: driver.Child, args, scenario: str, size: int,
+            bandwidth: float) -> dict:
+  """Per image: median seconds over rounds of each side, and each side's ARI."""
+  times = {"ours": [[] for _ in range(args.num_images)],
+           "sklearn": [[] for _ in range(args.num_images)]}
+  results = {}
+  for r in range(args.rounds):
+    for i in range(args.num_images):
+      order = [("ours", ours), ("sklearn", peer)]
+      for name, child in order if (r + i) % 2 == 0 else order[::-1]:
+        out = child.call("run", scenario=scenario, size=size, num_images=args.num_images,
+                         seed=args.seed, index=i, bandwidth=bandwidth)
+        times[name][i].append(out["s"])
+        results[name, i] = out
+  median = {name: np.array([np.median(t) for t in per_image]) for name, per_image in times.items()}
+  ari = {name: np.array([results[name, i]["ari"] for i in range(args.num_images)])
+         for name in times}
+  return {"ours_ms": 1e3 * median["ours"].mean(), "sklearn_ms": 1e3 * median["sklearn"].mean(),
+          "ratio": median["sklearn"].sum() / median["ours"].sum(),
+          "ari_ours": ari["ours"], "ari_sklearn": ari["sklearn"],
+          "worst": float(np.min(ari["ours"] - ari["sklearn"])),
+          "k": [(results["ours", i]["true_k"], results["ours", i]["k"], results["sklearn", i]["k"])
+                for i in range(args.num_images)],
+          "fg": [results["ours", i]["fg"] for i in range(args.num_images)]}
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--num_images", type=int, default=10)
+  parser.add_argument("--child", choices=("jax", "sklearn"), default=None)
+  parser.add_argument("--num_images", type=int, default=5)
+  parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--straggler_frac", type=float, default=0.05,
-                      help="fraction of foreground pixels farther than delta_v from their mean")
-  parser.add_argument("--straggler_max", type=float, default=1.3,
-                      help="farthest a straggler lies from its mean")
-  parser.add_argument("--compilation_cache", default="",
-                      help="a folder for JAX's persistent compilation cache; run twice to see "
-                      "the compile time of a process that finds the mean shift compiled")
+  parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+  parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+  parser.add_argument("--bandwidths", type=float, nargs="+", default=[1.0, 1.5])
+  parser.add_argument("--large", type=int, default=1024,
+                      help="side of the 500-nuclei image clustered by ours alone; 0 = skip")
+  parser.add_argument("--tiny", action="store_true", help="a smoke test of a few seconds")
   args = parser.parse_args()
-  if args.compilation_cache:
-    compilation_cache.enable(os.path.abspath(args.compilation_cache), min_compile_seconds=0.0)
-  run(args.num_images, args.seed, straggler_frac=args.straggler_frac,
-      straggler_max=args.straggler_max)
+  if args.child:
+    (jax_child if args.child == "jax" else sklearn_child)()
+    return
+  if args.tiny:
+    args.sizes, args.num_images, args.rounds, args.large = [64, 96], 2, 1, 0
+  script = os.path.abspath(__file__)
+  ours = driver.Child(script, ["--child=jax"], args.threads)
+  peer = driver.Child(script, ["--child=sklearn"], args.threads)
+  print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {driver.machine()}; jax on "
+        f"{ours.call('device')}; {args.threads} threads per process; load average "
+        f"{os.getloadavg()[0]:.2f}; {args.num_images} images per case, {args.rounds} rounds",
+        flush=True)
+  print("\n| layout | size | bandwidth | ours ms/image | sklearn ms/image | ours faster by | "
+        "ARI ours (mean / min) | ARI sklearn (mean / min) | worst ours - sklearn | "
+        "instances true / ours / sklearn |")
+  print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+  for size in args.sizes:
+    for scenario in scenes.SCENARIOS:
+      for bandwidth in args.bandwidths:
+        row = compare(ours, peer, args, scenario, size, bandwidth)
+        ks = row["k"]
+        print(f"| {scenario} | {size} | {bandwidth} | {row['ours_ms']:.1f} | "
+              f"{row['sklearn_ms']:.0f} | {row['ratio']:.0f}x | "
+              f"{row['ari_ours'].mean():.3f} / {row['ari_ours'].min():.3f} | "
+              f"{row['ari_sklearn'].mean():.3f} / {row['ari_sklearn'].min():.3f} | "
+              f"{row['worst']:+.3f} | {min(k[0] for k in ks)}-{max(k[0] for k in ks)} / "
+              f"{min(k[1] for k in ks)}-{max(k[1] for k in ks)} / "
+              f"{min(k[2] for k in ks)}-{max(k[2] for k in ks)} |", flush=True)
+  peer.close()
+
+  print("\nours over bandwidths (ms/image, median over rounds, mean over images):")
+  print("| layout | size | " + " | ".join(f"h = {h}" for h in SWEEP) + " |")
+  print("|---|---|" + "---:|" * len(SWEEP))
+  for size in args.sizes:
+    for scenario in scenes.SCENARIOS:
+      cells = []
+      for bandwidth in SWEEP:
+        per_image = [np.median([ours.call("run", scenario=scenario, size=size,
+                                          num_images=args.num_images, seed=args.seed, index=i,
+                                          bandwidth=bandwidth)["s"]
+                                for _ in range(args.rounds)])
+                     for i in range(args.num_images)]
+        cells.append(f"{1e3 * np.mean(per_image):.1f}")
+      print(f"| {scenario} | {size} | " + " | ".join(cells) + " |", flush=True)
+  ours.close()
+
+  # Compile times in fresh processes, as a first `--mode=predict` meets them.
+  for size in args.sizes:
+    fresh = driver.Child(script, ["--child=jax"], args.threads)
+    seconds = fresh.call("compile", size=size)
+    print(f"compile for {size}x{size} in a fresh process: {seconds:.2f} s", flush=True)
+    fresh.close()
+  if args.large:
+    fresh = driver.Child(script, ["--child=jax"], args.threads)
+    for bandwidth in args.bandwidths:
+      out = [fresh.call("run", scenario="nuclei", size=args.large, num_images=1, seed=args.seed,
+                        index=0, bandwidth=bandwidth, count=500)
+             for _ in range(args.rounds)]
+      print(f"{args.large}x{args.large}, {out[0]['true_k']} nuclei ({100 * out[0]['fg']:.0f} % "
+            f"foreground), bandwidth {bandwidth}, max_instances="
+            f"{MAX_INSTANCES.get(args.large, 128)}: "
+            f"{1e3 * np.median([o['s'] for o in out]):.0f} ms, {out[0]['k']} found, "
+            f"ARI {out[0]['ari']:.4f}", flush=True)
+    fresh.close()
 
 
 if __name__ == "__main__":

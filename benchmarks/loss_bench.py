@@ -4,7 +4,9 @@
     .venv/bin/python benchmarks/loss_bench.py --hugepages     # same, malloc with huge pages
     .venv/bin/python benchmarks/loss_bench.py --framework=jax # one framework, one process
 
-Compared, on the same batch (B=8, 256x256, D=16, 32 instances per image, paper form):
+Compared, on the same batch (by default B=8, 256x256, D=16, 32 instances per image, paper form;
+--batch, --size, --dim, --instances change it, --device=cuda runs both frameworks on a GPU, and
+--peak_gbps adds the floor of the bytes any forward+backward moves over the peak bandwidth):
 
 * jax:        `instseg_jax.losses.discriminative_loss`, jitted value_and_grad.
 * torch_loop: the loss as the PyTorch re-implementations write it: for each image, for each unique
@@ -32,8 +34,11 @@ import time
 
 import numpy as np
 
+# The batch's shape; --batch, --size, --dim and --instances change them in every process.
 BATCH, HEIGHT, WIDTH, DIM, INSTANCES = 8, 256, 256, 16, 32
 DELTA_V, DELTA_D, GAMMA = 0.5, 1.5, 0.001
+DEVICE = "cpu"  # --device: where both frameworks run ("cuda": a GPU)
+PEAK_GBPS = 0.0  # --peak_gbps: the device's memory bandwidth, for the floor bytes / bandwidth
 FRAMEWORKS = ("jax", "torch_loop", "torch_vec")
 # Not a loss: `x * 2` of the embeddings under jit, one read of them and one fresh buffer of their
 # size written, which any forward+backward that returns the gradient must also do.
@@ -114,7 +119,7 @@ def _torch_loop_loss(emb, labels):
     push = 0.0
     if c > 1:
       gaps = torch.linalg.vector_norm(means[:, None] - means[None], dim=2)
-      off_diag = 1.0 - torch.eye(c)
+      off_diag = 1.0 - torch.eye(c, device=emb.device)
       push = (torch.clamp(2 * DELTA_D - gaps, min=0).pow(2) * off_diag).sum() / (c * (c - 1))
     reg = torch.linalg.vector_norm(means, dim=1).mean()
     total = total + pull / c + push + GAMMA * reg
@@ -127,20 +132,22 @@ def _torch_vec_loss(emb, labels):
   batch, dim = emb.shape[0], emb.shape[-1]
   k = INSTANCES + 1
   e = emb.reshape(-1, dim)
-  seg = (labels.reshape(batch, -1) + torch.arange(batch)[:, None] * k).reshape(-1)
+  device = emb.device
+  seg = (labels.reshape(batch, -1) + torch.arange(batch, device=device)[:, None] * k).reshape(-1)
   counts = torch.bincount(seg, minlength=batch * k).to(e.dtype)
-  sums = torch.zeros(batch * k, dim).index_add_(0, seg, e)
+  sums = torch.zeros(batch * k, dim, device=device).index_add_(0, seg, e)
   means = sums / counts.clamp(min=1)[:, None]
   dist = torch.linalg.vector_norm(e - means[seg], dim=1)
   pull_px = torch.clamp(dist - DELTA_V, min=0).pow(2)
-  pull_seg = torch.zeros(batch * k).index_add_(0, seg, pull_px) / counts.clamp(min=1)
+  pull_seg = torch.zeros(batch * k, device=device).index_add_(0, seg, pull_px) / counts.clamp(
+      min=1)
   present = (counts > 0).view(batch, k).clone()
   present[:, 0] = False
   c = present.sum(1).to(e.dtype)
   pull = (pull_seg.view(batch, k) * present).sum(1) / c.clamp(min=1)
   means = means.view(batch, k, dim)
   gaps = torch.linalg.vector_norm(means[:, :, None] - means[:, None], dim=3)
-  pairs = present[:, :, None] & present[:, None] & ~torch.eye(k, dtype=torch.bool)
+  pairs = present[:, :, None] & present[:, None] & ~torch.eye(k, dtype=torch.bool, device=device)
   push = (torch.clamp(2 * DELTA_D - gaps, min=0).pow(2) * pairs).sum((1, 2))
   push = push / (c * (c - 1)).clamp(min=1)
   reg = (torch.linalg.vector_norm(means, dim=2) * present).sum(1) / c.clamp(min=1)
@@ -151,16 +158,18 @@ def _torch_runner(embeddings, labels, loss_fn, threads):
   import torch
 
   torch.set_num_threads(threads)
-  x0 = torch.from_numpy(embeddings)
-  y = torch.from_numpy(labels.astype(np.int64))
+  x0 = torch.from_numpy(embeddings).to(DEVICE)
+  y = torch.from_numpy(labels.astype(np.int64)).to(DEVICE)
 
   def run():
     x = x0.detach().requires_grad_(True)
     loss = loss_fn(x, y)
     loss.backward()
+    if DEVICE != "cpu":
+      torch.cuda.synchronize()  # the step's kernels are queued, not done, until here
     return loss.detach(), x.grad
 
-  return run, lambda out: (float(out[0]), out[1].numpy())
+  return run, lambda out: (float(out[0]), out[1].cpu().numpy())
 
 
 def run_one(framework: str, iters: int, warmup: int, threads: int, dump: str | None) -> dict:
@@ -193,10 +202,11 @@ def _child(framework, iters, warmup, threads, dump=None):
   env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
   if _HUGEPAGES:
     env["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1"
-  if framework in ("jax", FLOOR):
+  if framework in ("jax", FLOOR) and DEVICE == "cpu":
     env.setdefault("JAX_PLATFORMS", "cpu")
   cmd = [sys.executable, os.path.abspath(__file__), f"--framework={framework}",
-         f"--iters={iters}", f"--warmup={warmup}", f"--threads={threads}"]
+         f"--iters={iters}", f"--warmup={warmup}", f"--threads={threads}", f"--batch={BATCH}",
+         f"--size={HEIGHT}", f"--dim={DIM}", f"--instances={INSTANCES}", f"--device={DEVICE}"]
   if dump:
     cmd.append(f"--dump={dump}")
   cores = sorted(os.sched_getaffinity(0))[:threads]
@@ -248,9 +258,17 @@ def drive(rounds: int, iters: int, warmup: int, threads: int) -> None:
   print(f"floor: jitted x * 2 of the embeddings (read {megabytes:.1f} MB, write a fresh "
         f"{megabytes:.1f} MB) takes {med[FLOOR]:.1f} ms; our loss takes "
         f"{med['jax'] / med[FLOOR]:.1f}x that")
+  if PEAK_GBPS:
+    # The least any forward+backward moves: the embeddings and labels read, the gradient written.
+    moved = 2 * megabytes + BATCH * HEIGHT * WIDTH * 4 / 1e6
+    floor_ms = moved / PEAK_GBPS  # MB / (GB/s) = ms
+    print(f"bandwidth floor: {moved:.0f} MB at the device's peak {PEAK_GBPS:.0f} GB/s takes "
+          f"{floor_ms:.2f} ms; our loss takes {med['jax'] / floor_ms:.1f}x that, the jitted "
+          f"x * 2 {med[FLOOR] / floor_ms:.1f}x")
 
 
 def main() -> None:
+  global _HUGEPAGES, BATCH, HEIGHT, WIDTH, DIM, INSTANCES, DEVICE, PEAK_GBPS
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--framework", choices=FRAMEWORKS + (FLOOR,), default=None,
                       help="time one framework in this process; default: drive all three")
@@ -259,13 +277,22 @@ def main() -> None:
   parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
   parser.add_argument("--dump", default=None, help="save the gradient here (.npy)")
+  parser.add_argument("--batch", type=int, default=BATCH)
+  parser.add_argument("--size", type=int, default=HEIGHT, help="height and width")
+  parser.add_argument("--dim", type=int, default=DIM)
+  parser.add_argument("--instances", type=int, default=INSTANCES)
+  parser.add_argument("--device", default=DEVICE, help="cpu, or cuda for a GPU")
+  parser.add_argument("--peak_gbps", type=float, default=PEAK_GBPS,
+                      help="the device's peak memory bandwidth, GB/s (0 = not reported)")
   parser.add_argument("--hugepages", action="store_true",
                       help="run every framework with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 "
                       "(transparent huge pages for large allocations: fewer page faults on the "
                       "fresh 33 MB buffers both frameworks allocate per step)")
   args = parser.parse_args()
-  global _HUGEPAGES
   _HUGEPAGES = args.hugepages
+  BATCH, HEIGHT, WIDTH, DIM, INSTANCES = (args.batch, args.size, args.size, args.dim,
+                                          args.instances)
+  DEVICE, PEAK_GBPS = args.device, args.peak_gbps
   if args.framework:
     print(json.dumps(run_one(args.framework, args.iters, args.warmup, args.threads, args.dump)))
   else:

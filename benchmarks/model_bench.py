@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/model_bench.py                  # all below, ~20 min on 2 cores
     .venv/bin/python benchmarks/model_bench.py --skip-models    # only UNet: jax vs torch
     .venv/bin/python benchmarks/model_bench.py --child=jax:unet # one child, driven over stdin
+    .venv/bin/python benchmarks/model_bench.py --skip-models --skip-flax-layers \
+        --dtype=bfloat16 --device=cuda --batch=32     # on a GPU: bfloat16 against autocast
 
 One train step: batch 8 of 256x256x3, forward, backward and an Adam update, on
 configs/default.py's model block (features (16, 32, 64, 128), D = 8, K = 2). The loss is the
@@ -35,7 +37,10 @@ import time
 
 import numpy as np
 
+# --batch, --size, --dtype and --device change these in every process.
 BATCH, SIZE = 8, 256
+DTYPE = "float32"  # "bfloat16": ours with config.model.dtype, PyTorch under autocast
+DEVICE = "cpu"  # "cuda": both on a GPU
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNET_PAIR = ("jax:unet", "torch:unet", "jax:unet_flax_layers")
 
@@ -57,6 +62,7 @@ def _jax_step(name: str):
 
   config = default.get_config()
   config.model.name = "unet" if name == "unet_flax_layers" else name
+  config.model.dtype = DTYPE
   model = models.create_model(config)
   if name == "unet_flax_layers":
     model = _unet_with_flax_layers(config)
@@ -92,6 +98,8 @@ def _jax_step(name: str):
 
     return step
 
+  if jax.default_backend() != "cpu":  # the other variant is a CPU compiler option
+    return {"default": make(None)}, count
   return {"default": make(None), "no_ynn": make(models.XLA_CPU_COMPILER_OPTIONS)}, count
 
 
@@ -130,62 +138,33 @@ def _torch_step(threads: int):
   from torch import nn
 
   sys.path.insert(0, REPO)
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   from configs import default
-  from instseg_jax.models import layers
+  import torch_unet
 
   torch.set_num_threads(threads)
   torch.manual_seed(0)
   config = default.get_config()
-  features = tuple(config.model.features)
 
-  def double_conv(cin, cout):
-    mods = []
-    for c in (cin, cout):
-      mods += [nn.Conv2d(c, cout, 3, padding=1, bias=False),
-               nn.GroupNorm(layers.num_groups(cout), cout, eps=1e-6), nn.ReLU(inplace=True)]
-    return nn.Sequential(*mods)
-
-  class TorchUNet(nn.Module):
-
-    def __init__(self):
-      super().__init__()
-      self.down = nn.ModuleList()
-      channels = 3
-      for width in features:
-        self.down.append(double_conv(channels, width))
-        channels = width
-      self.upsample, self.up = nn.ModuleList(), nn.ModuleList()
-      for depth in reversed(range(len(features) - 1)):
-        self.upsample.append(nn.ConvTranspose2d(channels, features[depth], 2, stride=2))
-        self.up.append(double_conv(2 * features[depth], features[depth]))
-        channels = features[depth]
-      self.embedding = nn.Conv2d(channels, config.model.embedding_dim, 1)
-      self.semantic = nn.Conv2d(channels, config.data.num_classes, 1)
-
-    def forward(self, x):
-      skips = []
-      for depth, block in enumerate(self.down):
-        x = block(x)
-        if depth < len(self.down) - 1:
-          skips.append(x)
-          x = nn.functional.max_pool2d(x, 2)
-      for upsample, block in zip(self.upsample, self.up):
-        x = block(torch.cat([upsample(x), skips.pop()], dim=1))
-      return self.embedding(x), self.semantic(x)
-
-  model = TorchUNet()
+  model = torch_unet.from_config(config).to(DEVICE)
   optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
   rng = np.random.default_rng(0)
   images = torch.from_numpy(rng.uniform(size=(BATCH, SIZE, SIZE, 3)).astype(np.float32))
-  images = images.permute(0, 3, 1, 2).contiguous()
-  labels = torch.from_numpy(_labels(rng).astype(np.int64))
+  images = images.permute(0, 3, 1, 2).contiguous().to(DEVICE)
+  labels = torch.from_numpy(_labels(rng).astype(np.int64)).to(DEVICE)
+  device_type = "cuda" if DEVICE.startswith("cuda") else "cpu"
 
   def step():
     optimizer.zero_grad(set_to_none=True)
-    embedding, semantic = model(images)
-    loss = embedding.pow(2).mean() + nn.functional.cross_entropy(semantic, labels)
+    # Mixed precision as PyTorch users get it: float32 weights, bfloat16 compute under autocast.
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=DTYPE == "bfloat16"):
+      embedding, semantic = model(images)
+      loss = embedding.float().pow(2).mean() + nn.functional.cross_entropy(semantic.float(),
+                                                                           labels)
     loss.backward()
     optimizer.step()
+    if device_type == "cuda":
+      torch.cuda.synchronize()  # the step's kernels are queued, not done, until here
 
   return {"default": step}, sum(p.numel() for p in model.parameters())
 
@@ -220,12 +199,14 @@ class Child:
     # Spinning OpenMP workers collapse on a shared machine; passive waiting is
     # PyTorch's best case there and costs it little otherwise.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    env.setdefault("JAX_PLATFORMS", "cpu")
+    if DEVICE == "cpu":
+      env.setdefault("JAX_PLATFORMS", "cpu")
     cores = sorted(os.sched_getaffinity(0))[:threads]
     self.spec = spec
     self.proc = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), f"--child={spec}", f"--threads={threads}",
-         f"--warmup={warmup}"],
+         f"--warmup={warmup}", f"--batch={BATCH}", f"--size={SIZE}", f"--dtype={DTYPE}",
+         f"--device={DEVICE}"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
         preexec_fn=lambda: os.sched_setaffinity(0, cores))
     self.info = self._read()
@@ -266,8 +247,8 @@ def bench_models(threads: int, iters: int, warmup: int) -> None:
           f"{np.median(times['no_ynn']):>10.0f} {proc.info['setup_s']:>8.0f}", flush=True)
 
 
-def bench_unet(threads: int, rounds: int, iters: int, warmup: int) -> None:
-  procs = [Child(spec, threads, warmup) for spec in UNET_PAIR]
+def bench_unet(threads: int, rounds: int, iters: int, warmup: int, pair: tuple[str, ...]) -> None:
+  procs = [Child(spec, threads, warmup) for spec in pair]
   counts = {p.spec: p.info["params"] for p in procs}
   if len(set(counts.values())) != 1:
     raise AssertionError(f"the UNets differ: parameter counts {counts}")
@@ -283,8 +264,8 @@ def bench_unet(threads: int, rounds: int, iters: int, warmup: int) -> None:
     p.close()
   ours = np.array(per_round["jax:unet"])
   print(f"\nPart 2: UNet ({counts['jax:unet']:,} parameters each), train step, batch {BATCH} "
-        f"of {SIZE}x{SIZE}, {threads} thread(s), median over {rounds} rounds of the median of "
-        f"{iters} steps")
+        f"of {SIZE}x{SIZE}, {DTYPE} on {DEVICE}, {threads} thread(s), median over {rounds} rounds "
+        f"of the median of {iters} steps")
   print(f"{'implementation':<30} {'step ms':>9} {'/ jax:unet (medians)':>21} "
         f"{'/ jax:unet (per round)':>23}")
   for name, values in per_round.items():
@@ -294,6 +275,7 @@ def bench_unet(threads: int, rounds: int, iters: int, warmup: int) -> None:
 
 
 def main() -> None:
+  global BATCH, SIZE, DTYPE, DEVICE
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--child", default=None, help="framework:model; run as a driven child")
   parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
@@ -302,14 +284,22 @@ def main() -> None:
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--skip-models", action="store_true", help="only part 2")
   parser.add_argument("--skip-unet", action="store_true", help="only part 1")
+  parser.add_argument("--skip-flax-layers", action="store_true",
+                      help="part 2 without our UNet built of flax's layers")
+  parser.add_argument("--batch", type=int, default=BATCH)
+  parser.add_argument("--size", type=int, default=SIZE, help="height and width")
+  parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=DTYPE)
+  parser.add_argument("--device", default=DEVICE, help="cpu, or cuda for a GPU")
   args = parser.parse_args()
+  BATCH, SIZE, DTYPE, DEVICE = args.batch, args.size, args.dtype, args.device
   if args.child:
     child(args.child, args.threads, args.warmup)
     return
   if not args.skip_models:
     bench_models(args.threads, max(args.iters, 5), args.warmup)
   if not args.skip_unet:
-    bench_unet(args.threads, args.rounds, args.iters, args.warmup)
+    pair = UNET_PAIR[:2] if args.skip_flax_layers else UNET_PAIR
+    bench_unet(args.threads, args.rounds, args.iters, args.warmup, pair)
 
 
 if __name__ == "__main__":

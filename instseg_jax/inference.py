@@ -32,6 +32,7 @@ from scipy import ndimage
 from instseg_jax import cluster as cluster_lib
 from instseg_jax import models
 from instseg_jax import train_step
+from instseg_jax.cluster import buckets
 from instseg_jax.data import transforms
 
 # The config.cluster fields each clustering method takes (besides min_size).
@@ -248,15 +249,21 @@ class Segmenter:
 def cluster_network_grid(output: NetworkOutput, postprocess: PostProcess
                          ) -> tuple[np.ndarray, bool]:
   """(labels (h, w) int32 on the network's grid, whether the instance bound was reached)."""
-  mask = output.foreground > postprocess.fg_threshold
+  embedding, mask = output.embedding, output.foreground > postprocess.fg_threshold
+  # Grids of any size share a few compiled programs; the padding changes no label.
+  padded = postprocess.method in cluster_lib.JAX_METHODS
+  if padded:
+    embedding, mask = buckets.pad_to_bucket(embedding, mask)
   options = dict(postprocess.options)
   if postprocess.method in _BOUNDED_METHODS:
     options["max_instances"] = postprocess.max_instances
   if postprocess.method == "kmeans" and not options.get("num_clusters"):
     # The counter head predicts count / max_instances.
     options["num_clusters"] = max(1, round((output.count or 0.0) * postprocess.max_instances))
-  labels = np.asarray(cluster_lib.cluster(output.embedding, mask, method=postprocess.method,
+  labels = np.asarray(cluster_lib.cluster(embedding, mask, method=postprocess.method,
                                           **options), np.int32)
+  if padded:
+    labels = buckets.unpad(labels, output.foreground.shape)
   capped = int(labels.max(initial=0)) >= postprocess.max_instances
   labels = np.asarray(cluster_lib.remove_small_instances(labels, min_size=postprocess.min_size))
   return labels, capped

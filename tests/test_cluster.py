@@ -6,6 +6,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from instseg_jax import cluster as cl
+from instseg_jax.cluster import buckets
 
 SIZE = 32
 DIM = 8
@@ -58,6 +59,28 @@ def test_jax_mean_shifts_recover_blobs(method, blobs):
   _check_labels(pred, mask)
   assert _ari(truth, pred, mask) > 0.99
   assert int(pred.max()) == truth.max()
+
+
+def test_seeds_still_moving_at_the_cap_are_left_out():
+  # Two instances, and from the first a trail thinning out over 6 units of embedding space,
+  # as fewer and fewer boundary pixels drift farther: seeds on it creep towards the instance
+  # for more steps than the cap allows. Left in, they would become instances of their own.
+  rng = np.random.default_rng(1)
+  truth = np.where(rng.random((SIZE, SIZE)) < 0.5, 1, 2).astype(np.int32)
+  centres = np.zeros((2, DIM))
+  centres[1, 0] = 4.0
+  embeddings = centres[truth - 1] + rng.normal(0.0, 0.1, (SIZE, SIZE, DIM))
+  steps = np.arange(1.0, 7.01, 0.2)
+  trail = np.repeat(steps, np.maximum(1, np.round(12 * np.exp(-(steps - 1) / 2))).astype(int))
+  rows, cols = np.unravel_index(np.arange(len(trail)), (SIZE, SIZE))
+  embeddings[rows, cols] = 0.0
+  embeddings[rows, cols, 1] = trail
+  truth[rows, cols] = 1
+  mask = np.ones((SIZE, SIZE), bool)
+  pred = np.asarray(cl.mean_shift(embeddings.astype(np.float32), mask, bandwidth=1.0))
+  _check_labels(pred, mask)
+  assert pred.max() == 2
+  assert _ari(truth, pred, mask) == 1.0
 
 
 def test_mean_shift_flat_kernel_and_traced_bandwidth(blobs):
@@ -244,9 +267,9 @@ def _many_blobs(num_instances: int, *, pixels: int = 10, dim: int = 4, spacing: 
 
 
 def test_mean_shift_finds_as_many_instances_as_the_caller_allows(caplog):
-  embeddings, mask, truth = _many_blobs(200)
-  pred = cl.cluster(embeddings, mask, method="meanshift", bandwidth=1.0, max_instances=384)
-  assert int(np.max(pred)) == 200
+  embeddings, mask, truth = _many_blobs(500)
+  pred = cl.cluster(embeddings, mask, method="meanshift", bandwidth=1.0, max_instances=512)
+  assert int(np.max(pred)) == 500
   assert _ari(truth, pred, mask) > 0.99
   assert "max_instances" not in caplog.text
 
@@ -257,3 +280,23 @@ def test_reaching_max_instances_is_reported(method, caplog):
   pred = cl.cluster(embeddings, mask, method=method, bandwidth=1.0, max_instances=150)
   assert int(np.max(pred)) == 150
   assert "max_instances=150" in caplog.text
+
+
+def test_bucket_sizes():
+  assert buckets.bucket_pixels(1) == buckets.MIN_PIXELS == 64 * 64
+  assert buckets.bucket_pixels(64 * 64) == 64 * 64
+  assert buckets.bucket_pixels(64 * 64 + 1) == 2 * 64 * 64
+  assert buckets.bucket_pixels(1040 * 1388) == 2**21
+
+
+@pytest.mark.parametrize("method", ["meanshift", "fast_meanshift"])
+def test_padding_to_a_bucket_changes_no_label(method):
+  embeddings, mask, _ = _blobs(6, 5)
+  embeddings, mask = embeddings[:, 3:27], mask[:, 3:27]  # 32x24: not a power of two wide.
+  padded, padded_mask = buckets.pad_to_bucket(embeddings, mask)
+  assert padded.shape == (1, 4096, DIM) and padded_mask.sum() == mask.sum()
+  direct = np.asarray(cl.cluster(embeddings, mask, method=method))
+  via_bucket = buckets.unpad(np.asarray(cl.cluster(padded, padded_mask, method=method)),
+                             mask.shape)
+  assert direct.max() == 5
+  np.testing.assert_array_equal(via_bucket, direct)

@@ -1,5 +1,6 @@
 """The one inference path: geometry, post-processing, the original grid, and every caller agreeing."""
 
+import contextlib
 import json
 import os
 
@@ -10,12 +11,15 @@ import pytest
 from PIL import Image
 
 from configs import tiny
+from instseg_jax import cluster
 from instseg_jax import evaluate
 from instseg_jax import export
 from instseg_jax import inference
+from instseg_jax import models
 from instseg_jax import predict
 from instseg_jax import train
 from instseg_jax import tune
+from instseg_jax.cluster import buckets
 from instseg_jax.data import transforms
 from instseg_jax.metrics import cvppp
 
@@ -133,6 +137,53 @@ def test_the_original_grid_scores_a_small_instance_the_shrunk_grid_loses():
   small = cvppp.cvppp_scores(shrink(predicted), shrink(gt))
   assert small["SBD"] == pytest.approx(1.0) and full["SBD"] < 0.75
   assert full["DiC"] == -1 and small["DiC"] == 0
+
+
+@contextlib.contextmanager
+def _compiled_programs():
+  """The names of the programs XLA compiles inside the block (persistent-cache hits included)."""
+  names = []
+
+  def listener(event, duration, **kwargs):
+    del duration
+    if event == "/jax/core/compile/backend_compile_duration":
+      names.append(str(kwargs.get("fun_name", "")))
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield names
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@pytest.mark.parametrize("size_mode", ["fit", "native"])
+def test_a_folder_of_ten_image_sizes_compiles_the_stated_number_of_programs(size_mode):
+  config = tiny.get_config()
+  config.data.size_mode = size_mode
+  config.cluster.fg_threshold = 0.0  # every pixel is clustered, whatever the random network says
+  model = models.create_model(config)
+  # Random weights of the model's shapes: compiling its initialisers took longer than the test.
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda s: rng.normal(0.0, 0.3, s.shape).astype(s.dtype), shapes)
+  segmenter = inference.Segmenter(config, params)
+  cluster.mean_shift.clear_cache()  # programs of the same bucket and bound from earlier tests
+  # Pairs one pixel apart: in "native" mode each pair pads to one multiple of the stride.
+  sizes = [(24, 40), (23, 39), (40, 24), (39, 23), (34, 34), (33, 33), (70, 90), (69, 89),
+           (90, 64), (89, 63)]
+  images = [rng.random(size + (3,)).astype(np.float32) for size in sizes]
+  inputs = [segmenter.geometry.network_input(image) for image in images]
+  with _compiled_programs() as names:
+    for image in images:
+      assert segmenter(image).labels.shape == image.shape[:2]
+  # The README's statement: one network program per distinct padded input ("stretch" and "fit"
+  # pad every image to image_size), one clustering program per power of two of grid pixels.
+  network = len({padded.shape for padded, _ in inputs})
+  clustering = len({buckets.bucket_pixels(h * w) for _, (h, w) in inputs})
+  assert (network, clustering) == ((1, 1) if size_mode == "fit" else (5, 2))
+  assert sum("network_outputs" in name for name in names) == network
+  assert sum("mean_shift" in name for name in names) == clustering
+  assert len(names) == network + clustering, names
 
 
 def _disc_image(rng, height, width):

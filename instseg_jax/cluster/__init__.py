@@ -28,8 +28,11 @@ METHODS: dict[str, Callable[..., jax.Array | np.ndarray]] = {
     "hdbscan": hdbscan,
     "sklearn_meanshift": sklearn_mean_shift,
 }
+# The methods compiled by JAX, once per input shape (see `buckets` for sharing programs).
+JAX_METHODS = ("meanshift", "fast_meanshift")
 
 __all__ = [
+    "JAX_METHODS",
     "METHODS",
     "cluster",
     "fast_mean_shift",
