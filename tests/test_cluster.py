@@ -61,28 +61,6 @@ def test_jax_mean_shifts_recover_blobs(method, blobs):
   assert int(pred.max()) == truth.max()
 
 
-def test_seeds_still_moving_at_the_cap_are_left_out():
-  # Two instances, and from the first a trail thinning out over 6 units of embedding space,
-  # as fewer and fewer boundary pixels drift farther: seeds on it creep towards the instance
-  # for more steps than the cap allows. Left in, they would become instances of their own.
-  rng = np.random.default_rng(1)
-  truth = np.where(rng.random((SIZE, SIZE)) < 0.5, 1, 2).astype(np.int32)
-  centres = np.zeros((2, DIM))
-  centres[1, 0] = 4.0
-  embeddings = centres[truth - 1] + rng.normal(0.0, 0.1, (SIZE, SIZE, DIM))
-  steps = np.arange(1.0, 7.01, 0.2)
-  trail = np.repeat(steps, np.maximum(1, np.round(12 * np.exp(-(steps - 1) / 2))).astype(int))
-  rows, cols = np.unravel_index(np.arange(len(trail)), (SIZE, SIZE))
-  embeddings[rows, cols] = 0.0
-  embeddings[rows, cols, 1] = trail
-  truth[rows, cols] = 1
-  mask = np.ones((SIZE, SIZE), bool)
-  pred = np.asarray(cl.mean_shift(embeddings.astype(np.float32), mask, bandwidth=1.0))
-  _check_labels(pred, mask)
-  assert pred.max() == 2
-  assert _ari(truth, pred, mask) == 1.0
-
-
 def test_mean_shift_flat_kernel_and_traced_bandwidth(blobs):
   embeddings, mask, truth = blobs
   pred = cl.mean_shift(embeddings, mask, kernel="flat", bandwidth=1.5)

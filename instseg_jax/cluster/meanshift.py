@@ -33,15 +33,6 @@ import jax
 import jax.numpy as jnp
 
 _KERNELS = ("gaussian", "flat")
-# Centres compared with a chunk of pixels at a time when labelling (see `_assign_nearest`).
-_CENTRE_BLOCK = 32
-# The density subsample holds at least this many points per seed (see `mean_shift`).
-_POINTS_PER_SEED = 16
-# Mean-shift steps all seeds take together, and how many of the slowest carry on alone up to
-# max_iters (see `_shift_to_modes`). At bandwidths 1.0 and 1.5 every seed of the benchmark's
-# trained-like embeddings settles within 5 steps.
-_SETTLE_ITERS = 5
-_SLOW_SEEDS = 16
 
 
 def _sq_dists(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -63,20 +54,16 @@ def _sq_dists(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 class _Foreground(NamedTuple):
-  """The foreground of one image as indices into its pixels, in a static-size buffer."""
+  """The foreground of one image, packed to the front of a static-size buffer."""
 
-  flat: jax.Array  # (N, D) float32 embeddings of every pixel.
   order: jax.Array  # (M,) int32 pixel indices, foreground in raster order first, then N (padding).
+  x: jax.Array  # (M, D) float32 embeddings in that order; padding rows are 0.
   count: jax.Array  # () int32 foreground pixels.
   chunk: int  # M is a multiple of it (static).
 
 
 def _pack_foreground(flat: jax.Array, fg: jax.Array, chunk: int) -> _Foreground:
   """Packs the foreground so that per-pixel work can stop after ceil(count / chunk) chunks.
-
-  Only the indices are packed: a second (M, D) copy of the embeddings is written for every pixel
-  of the buffer, 64 MB for a 1024x1024 image, while the chunks that follow read only the
-  foreground's rows.
 
   Args:
     flat: (N, D) embeddings.
@@ -89,17 +76,8 @@ def _pack_foreground(flat: jax.Array, fg: jax.Array, chunk: int) -> _Foreground:
   n = flat.shape[0]
   size = -(-n // chunk) * chunk
   order = jnp.nonzero(fg, size=size, fill_value=n)[0].astype(jnp.int32)
-  return _Foreground(flat, order, jnp.sum(fg, dtype=jnp.int32), chunk)
-
-
-def _take(packed: _Foreground, rank: jax.Array) -> jax.Array:
-  """(K, D) embeddings of the foreground pixels at packed positions `rank`; padding gives 0."""
-  return packed.flat.at[packed.order[rank]].get(mode="fill", fill_value=0.0)
-
-
-def _chunk_rows(packed: _Foreground, start: jax.Array) -> jax.Array:
-  """(chunk, D) embeddings of the packed positions start .. start + chunk."""
-  return _take(packed, start + jnp.arange(packed.chunk))
+  x = flat.at[order].get(mode="fill", fill_value=0.0)
+  return _Foreground(order, x, jnp.sum(fg, dtype=jnp.int32), chunk)
 
 
 def _unpack_labels(packed: _Foreground, labels: jax.Array, n: int) -> jax.Array:
@@ -165,14 +143,14 @@ def _farthest_point_seeds(points: jax.Array, valid: jax.Array, num_seeds: int) -
 
   def body(i, carry):
     seeds, min_d2 = carry
-    nxt = _first_min(-min_d2[None])[0][0]
+    nxt = jnp.argmax(min_d2)
     seeds = seeds.at[i].set(nxt)
     d2 = jnp.sum(jnp.square(points - points[nxt]), axis=-1)
     return seeds, jnp.minimum(min_d2, d2)
 
   min_d2 = jnp.where(valid, jnp.inf, -jnp.inf)
   seeds = jnp.zeros((num_seeds,), jnp.int32)
-  seeds, _ = jax.lax.fori_loop(0, num_seeds, body, (seeds, min_d2), unroll=4)
+  seeds, _ = jax.lax.fori_loop(0, num_seeds, body, (seeds, min_d2))
   return seeds
 
 
@@ -198,16 +176,8 @@ def _shift_to_modes(
     kernel: str,
     max_iters: int,
     tol: jax.Array,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Mean-shift iterations for all seeds at once, then for the slowest few, up to `max_iters`.
-
-  A loop over all seeds runs while any of them moves, so its length is set by the slowest: a
-  straggler wandering between sparse points at a small bandwidth, or a seed crossing between
-  instances that a large bandwidth merges (17-40 steps where the others settle in 4-5). So all
-  seeds take at most `_SETTLE_ITERS` steps together, and only the `_SLOW_SEEDS` still moving
-  farthest carry on alone, which costs a fraction of a step of all seeds: the time hardly
-  depends on the bandwidth. A seed still moving at the end has found no mode; `converged` lets
-  the caller leave it out instead of taking its position for an instance.
+) -> tuple[jax.Array, jax.Array]:
+  """Mean-shift iterations for all seeds at once.
 
   Args:
     seeds: (S, D) start points.
@@ -216,37 +186,34 @@ def _shift_to_modes(
     bandwidth: kernel scale.
     kernel: "gaussian" or "flat".
     max_iters: iteration cap (static).
-    tol: a seed that moves less than this in a step has converged.
+    tol: stop once no seed moves farther than this.
 
   Returns:
-    modes: (S, D) positions after the last step.
-    density: (S,) kernel weight sum, in points, where each seed was before its last step
-      (within `tol` of its mode when it converged).
-    converged: (S,) bool, the seed's last step was shorter than `tol`.
+    modes: (S, D) converged positions.
+    density: (S,) kernel weight sum at each mode, in points.
   """
 
-  def body(state):
-    it, x, _, _ = state
+  def step(x):
     w = _kernel_weights(x, points, valid, bandwidth, kernel)
-    total = jnp.sum(w, axis=-1)
-    new = (w @ points) / jnp.maximum(total, 1e-12)[:, None]
+    total = jnp.sum(w, axis=-1, keepdims=True)
+    new = (w @ points) / jnp.maximum(total, 1e-12)
     # A seed with no point under its kernel (flat kernel only) stays put instead of becoming NaN.
-    new = jnp.where(total[:, None] > 0, new, x)
-    return it + 1, new, total, jnp.sqrt(jnp.sum(jnp.square(new - x), axis=-1))
+    return jnp.where(total > 0, new, x)
 
-  def iterate(x, density, moved, steps):
-    cond = lambda state: (state[0] < steps) & jnp.any(state[3] > tol)
-    return jax.lax.while_loop(cond, body, (jnp.int32(0), x, density, moved))[1:]
+  def cond(state):
+    it, _, moved = state
+    return (it < max_iters) & (moved > tol)
 
-  s = seeds.shape[0]
-  together = min(max_iters, _SETTLE_ITERS)
-  modes, density, moved = iterate(seeds, jnp.zeros(s, seeds.dtype),
-                                  jnp.full(s, jnp.inf, seeds.dtype), together)
-  if max_iters > together:
-    _, slow = jax.lax.top_k(moved, min(s, _SLOW_SEEDS))
-    alone = iterate(modes[slow], density[slow], moved[slow], max_iters - together)
-    modes, density, moved = (a.at[slow].set(b) for a, b in zip((modes, density, moved), alone))
-  return modes, density, moved <= tol
+  def body(state):
+    it, x, _ = state
+    new = step(x)
+    moved = jnp.sqrt(jnp.max(jnp.sum(jnp.square(new - x), axis=-1)))
+    return it + 1, new, moved
+
+  init = (jnp.int32(0), seeds, jnp.asarray(jnp.inf, seeds.dtype))
+  _, modes, _ = jax.lax.while_loop(cond, body, init)
+  density = jnp.sum(_kernel_weights(modes, points, valid, bandwidth, kernel), axis=-1)
+  return modes, density
 
 
 def _greedy_merge(
@@ -283,64 +250,34 @@ def _consecutive(labels: jax.Array, num_labels: int) -> jax.Array:
   return new_ids.astype(jnp.int32)[labels]
 
 
-def _first_min(values: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(index of the first minimum, minimum) of each row of `values` (R, K).
-
-  Two plain reductions: XLA's CPU arg-min is a variadic reduce that took 3.5x as long and
-  dominated the assignment of pixels to centres.
-  """
-  low = jnp.min(values, axis=-1, keepdims=True)
-  index = jnp.arange(values.shape[-1], dtype=jnp.int32)
-  return jnp.min(jnp.where(values <= low, index, values.shape[-1]), axis=-1), low[:, 0]
-
-
-def _assign_nearest(packed: _Foreground, centres: jax.Array, num_centres: jax.Array) -> jax.Array:
-  """Labels each foreground pixel with 1 + the index of its nearest centre among the first ones.
+def _assign_nearest(
+    packed: _Foreground, centres: jax.Array, centre_valid: jax.Array
+) -> jax.Array:
+  """Labels each foreground pixel with 1 + the index of its nearest valid centre.
 
   The (pixels, centres) distance matrix of a whole image is tens of megabytes and its arg-min
-  dominated the run time; chunks of the packed foreground stay in cache and skip the background,
-  and blocks of centres stop at `num_centres`, so an image with 40 instances does not pay for
-  the 512 slots a caller allowed.
+  dominated the run time; chunks of the packed foreground stay in cache and skip the background.
 
   Args:
     packed: the foreground.
-    centres: (K, D); only the first `num_centres` count.
-    num_centres: () int32.
+    centres: (K, D).
+    centre_valid: (K,) bool.
 
   Returns:
-    (M,) int32 labels in packed order; 0 for padding or when there is no centre.
+    (M,) int32 labels in packed order; 0 for padding or when no centre is valid.
   """
-  k = centres.shape[0]
-  block = min(k, _CENTRE_BLOCK)
-  padded = -(-k // block) * block
-  centres = jnp.pad(centres, ((0, padded - k), (0, 0)))
   # ||x||^2 is the same for every centre and does not change the arg-min.
-  offset = jnp.where(jnp.arange(padded) < num_centres, jnp.sum(jnp.square(centres), axis=-1),
-                     jnp.inf)
+  offset = jnp.where(centre_valid, jnp.sum(jnp.square(centres), axis=-1), jnp.inf)
 
   def label_chunk(start, labels):
-    x = -2.0 * _chunk_rows(packed, start)
-
-    def cond(state):
-      return state[0] * block < num_centres
-
-    def body(state):
-      b, best, nearest = state
-      c = jax.lax.dynamic_slice_in_dim(centres, b * block, block)
-      o = jax.lax.dynamic_slice_in_dim(offset, b * block, block)
-      index, low = _first_min(o[None, :] + x @ c.T)
-      # Strictly lower only: on a tie the earlier (denser) centre wins, as in one arg-min.
-      better = low < best
-      return b + 1, jnp.where(better, low, best), jnp.where(better, index + b * block, nearest)
-
-    init = (jnp.int32(0), jnp.full(packed.chunk, jnp.inf), jnp.zeros(packed.chunk, jnp.int32))
-    nearest = jax.lax.while_loop(cond, body, init)[2]
+    x = jax.lax.dynamic_slice_in_dim(packed.x, start, packed.chunk)
+    nearest = jnp.argmin(offset[None, :] - 2.0 * x @ centres.T, axis=-1).astype(jnp.int32)
     return jax.lax.dynamic_update_slice_in_dim(labels, nearest + 1, start, 0)
 
-  labels = jnp.zeros(packed.order.shape[0], jnp.int32)
+  labels = jnp.zeros(packed.x.shape[0], jnp.int32)
   labels = _chunk_loop(packed, label_chunk, labels)
-  valid = jnp.arange(packed.order.shape[0]) < packed.count
-  return jnp.where(valid & (num_centres > 0), labels, 0)
+  valid = jnp.arange(packed.x.shape[0]) < packed.count
+  return jnp.where(valid & jnp.any(centre_valid), labels, 0)
 
 
 def _mean_shift_single(
@@ -362,11 +299,11 @@ def _mean_shift_single(
   packed = _pack_foreground(flat, mask.reshape(h * w).astype(bool), chunk)
 
   rank, point_valid = _strided_ranks(packed.count, num_points)
-  points = _take(packed, rank)
+  points = packed.x[rank]
   seed_idx = _farthest_point_seeds(points, point_valid, num_seeds)
   seed_valid = point_valid[seed_idx]
 
-  modes, density, converged = _shift_to_modes(
+  modes, density = _shift_to_modes(
       points[seed_idx],
       points,
       point_valid,
@@ -375,18 +312,15 @@ def _mean_shift_single(
       max_iters=max_iters,
       tol=tol * bandwidth,
   )
-  # Seeds still moving at the cap are left out, unless none settled (then all take part).
-  settled = seed_valid & converged
-  settled = jnp.where(jnp.any(settled), settled, seed_valid)
   radius = bandwidth if merge_radius is None else merge_radius
-  sorted_modes, keep = _greedy_merge(modes, density, settled, radius)
+  sorted_modes, keep = _greedy_merge(modes, density, seed_valid, radius)
 
   # The densest kept modes fill the static `max_instances` slots.
   slot = jnp.nonzero(keep, size=max_instances, fill_value=0)[0]
   centres = sorted_modes[slot]
-  num_centres = jnp.minimum(jnp.sum(keep, dtype=jnp.int32), max_instances)
+  centre_valid = jnp.arange(max_instances) < jnp.sum(keep)
 
-  labels = _unpack_labels(packed, _assign_nearest(packed, centres, num_centres), h * w)
+  labels = _unpack_labels(packed, _assign_nearest(packed, centres, centre_valid), h * w)
   # A kept mode can end up nearest to no pixel; renumbering keeps the ids consecutive.
   return _consecutive(labels, max_instances).reshape(h, w)
 
@@ -404,8 +338,8 @@ def mean_shift(
     bandwidth: float | jax.Array = 1.0,
     num_seeds: int = 128,
     num_points: int = 2048,
-    max_iters: int = 8,
-    tol: float | jax.Array = 1e-2,
+    max_iters: int = 30,
+    tol: float | jax.Array = 1e-3,
     merge_radius: float | jax.Array | None = None,
     max_instances: int = 128,
     kernel: str = "gaussian",
@@ -414,13 +348,11 @@ def mean_shift(
   """Mean-shift clustering of the foreground embeddings, on device.
 
   Seeds: `num_seeds` (at least `max_instances`) farthest-point samples of a `num_points`
-  (at least 16 per seed) raster-strided subsample of the foreground, so small instances get
-  seeds as surely as large ones. Each seed climbs the kernel density of that subsample until it
-  moves less than `tol * bandwidth` in a step; after `max_iters` steps the seeds still moving
-  (stragglers wandering between sparse points, seeds crossing between instances) are left out,
-  which bounds the time at any bandwidth. Modes are then kept in order of density unless one
-  already kept lies within `merge_radius`, the densest `max_instances` survive, and every
-  foreground pixel takes the nearest.
+  raster-strided subsample of the foreground, so small instances get seeds as surely as large
+  ones. Each seed climbs the kernel
+  density of that subsample until it moves less than `tol * bandwidth` or after `max_iters`
+  steps. Modes are then kept in order of density unless one already kept lies within
+  `merge_radius`, the densest `max_instances` survive, and every foreground pixel takes the nearest.
 
   Instances with fewer than about (foreground pixels / num_points) pixels may be absent from the
   subsample and join their nearest neighbour; raise `num_points` for large images.
@@ -433,13 +365,9 @@ def mean_shift(
     num_seeds: seeds per image (static); each seed finds at most one instance, so fewer than
       `max_instances` are raised to it. More seeds than instances find small instances more
       surely (CVPPP leaves: 32 seeds SBD 0.840, 64 or 128 seeds 0.845).
-    num_points: size of the foreground subsample that forms the density (static); raised to
-      16 per seed, so that 500 instances are each sampled about 16 times.
-    max_iters: cap on mean-shift steps (static). On trained-like embeddings at bandwidths 1.0
-      and 1.5 every seed settles within 5 steps; at 0.7 and 2.0 the seeds still moving after 8
-      are stragglers and seeds crossing between instances (benchmarks/cluster_bench.py).
-    tol: convergence threshold, relative to `bandwidth`: 1 % of the bandwidth is far below
-      the merge radius, so the modes of one instance still merge.
+    num_points: size of the foreground subsample that forms the density (static).
+    max_iters: cap on mean-shift steps (static).
+    tol: convergence threshold, relative to `bandwidth`.
     merge_radius: modes closer than this merge; default `bandwidth`.
     max_instances: most instances returned per image (static).
     kernel: "gaussian" (default) or "flat" (sklearn's). Under the flat kernel the point halfway
@@ -455,7 +383,6 @@ def mean_shift(
     raise ValueError(f"Unknown kernel {kernel!r}; valid: {', '.join(_KERNELS)}.")
   # Fewer seeds than max_instances would cap the result below what the caller asked for.
   num_seeds = max(num_seeds, max_instances)
-  num_points = max(num_points, _POINTS_PER_SEED * num_seeds)
   fn = functools.partial(
       _mean_shift_single,
       bandwidth=jnp.asarray(bandwidth, jnp.float32),
@@ -505,10 +432,10 @@ def _fast_mean_shift_single(
   h, w, d = embeddings.shape
   flat = embeddings.reshape(h * w, d).astype(jnp.float32)
   packed = _pack_foreground(flat, mask.reshape(h * w).astype(bool), chunk)
-  size = packed.order.shape[0]
+  size = packed.x.shape[0]
   is_fg = jnp.arange(size) < packed.count
   rank, point_valid = _strided_ranks(packed.count, num_points)
-  points = _take(packed, rank)
+  points = packed.x[rank]
   bw2 = jnp.square(bandwidth)
 
   def shift(x, free):
@@ -535,10 +462,10 @@ def _fast_mean_shift_single(
     seed = jnp.argmax(is_fg & (labels == 0))
     # The mode is sought among the still unlabeled pixels of the subsample, so instances already
     # claimed do not pull the next one towards them.
-    mode = shift(_take(packed, seed), point_valid & (labels[rank] == 0))
+    mode = shift(packed.x[seed], point_valid & (labels[rank] == 0))
 
     def claim_chunk(start, labels):
-      x = _chunk_rows(packed, start)
+      x = jax.lax.dynamic_slice_in_dim(packed.x, start, chunk)
       old = jax.lax.dynamic_slice_in_dim(labels, start, chunk)
       near = jnp.sum(jnp.square(x - mode), axis=-1) <= bw2
       return jax.lax.dynamic_update_slice_in_dim(labels, jnp.where(near & (old == 0), k + 1, old),
