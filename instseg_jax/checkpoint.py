@@ -54,7 +54,10 @@ class Checkpointer:
           options=ocp.CheckpointManagerOptions(
               max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
               # Half-written steps of a killed run would otherwise stay forever.
-              cleanup_tmp_directories=not read_only),
+              cleanup_tmp_directories=not read_only,
+              # Writing root metadata is a barrier of all processes; a reader may be alone
+              # (process 0 evaluating at the end of a multi-process run).
+              save_root_metadata=not read_only),
       )
 
   def latest_step(self, *, reload: bool = False) -> int | None:
@@ -185,7 +188,7 @@ class BestCheckpoint:
           self.directory,
           options=ocp.CheckpointManagerOptions(
               max_to_keep=1, create=not read_only, read_only=read_only,
-              cleanup_tmp_directories=not read_only))
+              cleanup_tmp_directories=not read_only, save_root_metadata=not read_only))
     self._score = self._read_score()
 
   def _read_score(self) -> dict | None:

@@ -300,9 +300,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   best.close()
   if start_step < num_steps:
     say(f"time: {timer.summary()}")
-  if stopped_by or jax.process_index() != 0:
+  if stopped_by:
     return None
-  return final_evaluation(config, workdir, last_eval)
+  # Every process: opening checkpoint folders is a collective under orbax.
+  in_use = evaluate.checkpoint_in_use(config, workdir)
+  if jax.process_index() != 0:
+    return None
+  return final_evaluation(config, workdir, last_eval, in_use)
 
 
 def evaluate_and_keep_best(config: ml_collections.ConfigDict, workdir: str, params, step: int,
@@ -331,12 +335,12 @@ def evaluate_and_keep_best(config: ml_collections.ConfigDict, workdir: str, para
 
 
 def final_evaluation(config: ml_collections.ConfigDict, workdir: str,
-                     last_eval: tuple[int, dict] | None) -> dict[str, float]:
-  """The scores of the checkpoint that evaluate, predict and export use, printed.
+                     last_eval: tuple[int, dict] | None,
+                     in_use: tuple[str, int] | None) -> dict[str, float]:
+  """The scores of `in_use` (`evaluate.checkpoint_in_use`), the checkpoint evaluate uses.
 
   That checkpoint is evaluated again only when it is not the one the loop evaluated last.
   """
-  in_use = evaluate.checkpoint_in_use(config, workdir)
   if last_eval is None or in_use is None or in_use[1] != last_eval[0]:
     return evaluate.evaluate(config, workdir)
   say(f"checkpoint: {in_use[0]}, step {in_use[1]}")
