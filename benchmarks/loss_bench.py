@@ -36,7 +36,8 @@ import numpy as np
 
 # The batch's shape; --batch, --size, --dim and --instances change them in every process.
 BATCH, HEIGHT, WIDTH, DIM, INSTANCES = 8, 256, 256, 16, 32
-DELTA_V, DELTA_D, GAMMA = 0.5, 1.5, 0.001
+# The paper's loss (`discriminative_loss`'s defaults), passed to ours so that all three compute it.
+PULL_MARGIN, PUSH_MARGIN, REGULARIZATION_WEIGHT = 0.5, 3.0, 0.001
 DEVICE = "cpu"  # --device: where both frameworks run ("cuda": a GPU)
 PEAK_GBPS = 0.0  # --peak_gbps: the device's memory bandwidth, for the floor bytes / bandwidth
 FRAMEWORKS = ("jax", "torch_loop", "torch_vec")
@@ -69,7 +70,9 @@ def _jax_runner(embeddings, labels):
   import jax.numpy as jnp
   from instseg_jax.losses import discriminative_loss
 
-  loss_fn = lambda x, y: discriminative_loss(x, y, max_instances=INSTANCES)[0]
+  loss_fn = lambda x, y: discriminative_loss(
+      x, y, pull_margin=PULL_MARGIN, push_margin=PUSH_MARGIN,
+      regularization_weight=REGULARIZATION_WEIGHT, max_instances=INSTANCES)[0]
   step = jax.jit(jax.value_and_grad(loss_fn))
   x, y = jnp.asarray(embeddings), jnp.asarray(labels)
 
@@ -112,7 +115,7 @@ def _torch_loop_loss(emb, labels):
       pixels = e[lab == i]
       mu = pixels.mean(0)
       dist = torch.linalg.vector_norm(pixels - mu, dim=1)
-      pull = pull + torch.clamp(dist - DELTA_V, min=0).pow(2).mean()
+      pull = pull + torch.clamp(dist - PULL_MARGIN, min=0).pow(2).mean()
       means.append(mu)
     c = len(means)
     means = torch.stack(means)
@@ -120,9 +123,9 @@ def _torch_loop_loss(emb, labels):
     if c > 1:
       gaps = torch.linalg.vector_norm(means[:, None] - means[None], dim=2)
       off_diag = 1.0 - torch.eye(c, device=emb.device)
-      push = (torch.clamp(2 * DELTA_D - gaps, min=0).pow(2) * off_diag).sum() / (c * (c - 1))
+      push = (torch.clamp(PUSH_MARGIN - gaps, min=0).pow(2) * off_diag).sum() / (c * (c - 1))
     reg = torch.linalg.vector_norm(means, dim=1).mean()
-    total = total + pull / c + push + GAMMA * reg
+    total = total + pull / c + push + REGULARIZATION_WEIGHT * reg
   return total / emb.shape[0]
 
 
@@ -138,7 +141,7 @@ def _torch_vec_loss(emb, labels):
   sums = torch.zeros(batch * k, dim, device=device).index_add_(0, seg, e)
   means = sums / counts.clamp(min=1)[:, None]
   dist = torch.linalg.vector_norm(e - means[seg], dim=1)
-  pull_px = torch.clamp(dist - DELTA_V, min=0).pow(2)
+  pull_px = torch.clamp(dist - PULL_MARGIN, min=0).pow(2)
   pull_seg = torch.zeros(batch * k, device=device).index_add_(0, seg, pull_px) / counts.clamp(
       min=1)
   present = (counts > 0).view(batch, k).clone()
@@ -148,10 +151,10 @@ def _torch_vec_loss(emb, labels):
   means = means.view(batch, k, dim)
   gaps = torch.linalg.vector_norm(means[:, :, None] - means[:, None], dim=3)
   pairs = present[:, :, None] & present[:, None] & ~torch.eye(k, dtype=torch.bool, device=device)
-  push = (torch.clamp(2 * DELTA_D - gaps, min=0).pow(2) * pairs).sum((1, 2))
+  push = (torch.clamp(PUSH_MARGIN - gaps, min=0).pow(2) * pairs).sum((1, 2))
   push = push / (c * (c - 1)).clamp(min=1)
   reg = (torch.linalg.vector_norm(means, dim=2) * present).sum(1) / c.clamp(min=1)
-  return (pull + push + GAMMA * reg).mean()
+  return (pull + push + REGULARIZATION_WEIGHT * reg).mean()
 
 
 def _torch_runner(embeddings, labels, loss_fn, threads):

@@ -58,11 +58,24 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.pretrained = ""          # local torch state_dict for the encoder (reseg: VGG-16, deeplabv3: ResNet); "" = none
 
   config.loss = ml_collections.ConfigDict()
-  config.loss.delta_v = 0.5
-  config.loss.delta_d = 1.5
-  config.loss.alpha = 1.0
-  config.loss.beta = 1.0
-  config.loss.gamma = 0.001
+  # The discriminative loss's options, named as `discriminative_loss` names them (its docstring
+  # maps them to the paper's symbols); these defaults are the paper's loss. A preset sets the
+  # options it names, whose fields below must then keep these values; the other fields still apply.
+  config.loss.preset = ""               # a key of losses.LOSS_PRESETS, e.g. "authors"; "" = none
+  config.loss.pull_margin = 0.5         # pixels nearer their mean are not pulled (paper: delta_v)
+  config.loss.push_margin = 3.0         # means nearer than this are pushed apart (paper: 2 delta_d)
+  config.loss.pull_weight = 1.0         # weight of the pull (variance) term (paper: alpha)
+  config.loss.push_weight = 1.0         # weight of the push (distance) term (paper: beta)
+  config.loss.regularization_weight = 0.001  # weight of the regularizer (paper: gamma)
+  config.loss.pull_distance = "euclidean"  # pixel to its mean: "euclidean" | "manhattan"
+  config.loss.push_distance = "euclidean"  # mean to mean: "euclidean" | "manhattan"
+  config.loss.regularization_distance = "euclidean"  # mean to origin: "euclidean" | "manhattan"
+  config.loss.pull_error = "squared"    # of the pull hinge: "squared" | "absolute" | "log_cosh"
+  config.loss.push_error = "squared"    # of the push hinge: "squared" | "absolute" | "log_cosh"
+  config.loss.regularization_error = "absolute"  # of a mean's distance from 0; "absolute": paper
+  config.loss.normalization = "paper"   # "paper" | "pixel" (pull over all pixels) | "authors"
+  config.loss.background_as_instance = False  # the background is one more cluster (authors' code)
+  config.loss.max_label_id = 0          # promise: instance ids <= this (a table, no sort); 0 = none
   config.loss.embedding_weight = 1.0
   config.loss.semantic_weight = 1.0
 

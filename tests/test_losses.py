@@ -1,6 +1,7 @@
 """Tests of instseg_jax.losses against a plain NumPy loop over instances."""
 
 import functools
+import inspect
 
 import numpy as np
 import jax
@@ -12,10 +13,10 @@ from instseg_jax import losses
 from instseg_jax.losses import LOSS_PRESETS, discriminative_loss
 
 M = 6  # max_instances in the tests: small, so a test image can fill it
+PAPER = LOSS_PRESETS["paper"]  # every option of the loss, at its default
 
 
 def _ref_distance(v, kind):
-  kind = {"l2": "euclidean", "l1": "manhattan"}.get(kind, kind)
   return np.sqrt(np.sum(v * v, -1)) if kind == "euclidean" else np.sum(np.abs(v), -1)
 
 
@@ -23,27 +24,16 @@ def _ref_error(h, kind):
   return {"squared": h * h, "absolute": h, "log_cosh": np.log(np.cosh(h))}[kind]
 
 
-def reference_loss(emb, labels, *, delta_v=0.5, delta_d=1.5, alpha=1.0, beta=1.0, gamma=0.001,
-                   pull_margin=None, push_margin=None, pull_weight=None, push_weight=None,
-                   regularization_weight=None, norm="l2", pull_distance=None, push_distance=None,
-                   regularization_distance=None, pull_error="squared", push_error="squared",
-                   regularization_error=None, normalization="paper", max_instances=32,
-                   max_label_id=None, ignore_label=None, background_as_instance=False,
-                   semantic_labels=None, num_classes=None):
+def reference_loss(emb, labels, *, max_instances=32, ignore_label=None, semantic_labels=None,
+                   max_label_id=None, num_classes=None, **options):
   """The loss as the paper reads: a loop over images, classes and instances, in float64.
 
   Returns:
     Per-image losses (B,) and the batch means of the (pull, push, regularization) terms.
   """
   del max_label_id, num_classes  # speed hints only
-  m_pull = delta_v if pull_margin is None else pull_margin
-  m_push = 2 * delta_d if push_margin is None else push_margin
-  w_pull = alpha if pull_weight is None else pull_weight
-  w_push = beta if push_weight is None else push_weight
-  w_reg = gamma if regularization_weight is None else regularization_weight
-  d_pull, d_push = pull_distance or norm, push_distance or norm
-  d_reg = regularization_distance or norm
-  reg_error = regularization_error or "absolute"
+  o = {**PAPER, **options}
+  background_as_instance, normalization = o["background_as_instance"], o["normalization"]
   emb = np.asarray(emb, np.float64)
   batch, dim = emb.shape[0], emb.shape[-1]
   all_x = emb.reshape(batch, -1, dim)
@@ -73,7 +63,8 @@ def reference_loss(emb, labels, *, delta_v=0.5, delta_d=1.5, alpha=1.0, beta=1.0
         pixels = x[member & (cls == cls_key) & (ids == id_key)]
         mu = pixels.mean(0)
         means.append(mu)
-        err = _ref_error(np.maximum(_ref_distance(pixels - mu, d_pull) - m_pull, 0), pull_error)
+        gap = _ref_distance(pixels - mu, o["pull_distance"]) - o["pull_margin"]
+        err = _ref_error(np.maximum(gap, 0), o["pull_error"])
         per_instance.append(err.mean())
         pixel_total += err.sum()
         pixel_count += len(pixels)
@@ -86,17 +77,18 @@ def reference_loss(emb, labels, *, delta_v=0.5, delta_d=1.5, alpha=1.0, beta=1.0
       if c > 1:
         total = 0.0
         for a in range(c):
-          for o in range(c):
-            if a != o:
-              gap = _ref_distance(means[a] - means[o], d_push)
-              total += _ref_error(max(m_push - gap, 0.0), push_error)
+          for other in range(c):
+            if a != other:
+              gap = _ref_distance(means[a] - means[other], o["push_distance"])
+              total += _ref_error(max(o["push_margin"] - gap, 0.0), o["push_error"])
         push += total / 2 / (c - 1) if normalization == "authors" else total / (c * (c - 1))
       if normalization != "authors":
-        reg += sum(_ref_error(_ref_distance(mu, d_reg), reg_error) for mu in means) / c
+        reg += sum(_ref_error(_ref_distance(mu, o["regularization_distance"]),
+                              o["regularization_error"]) for mu in means) / c
     n = max(len(classes), 1)
     terms.append((pull / n, push / n, reg / n))
   terms = np.array(terms)
-  per_image = terms @ np.array([w_pull, w_push, w_reg])
+  per_image = terms @ np.array([o["pull_weight"], o["push_weight"], o["regularization_weight"]])
   return per_image, terms.mean(0)
 
 
@@ -143,25 +135,79 @@ LARGE = _labels(large_ids=True)
 X = _embeddings(SMALL)
 SEM = _semantic(SMALL)
 
-# Each option value at least once, and the combinations whose normalizations interact.
+MANHATTAN = {"pull_distance": "manhattan", "push_distance": "manhattan",
+             "regularization_distance": "manhattan"}
+# Each option value at least once, and the combinations whose normalizations interact; every
+# preset.
 OPTION_SETS = {
     "default": {},
-    "pixel_l1_background_ignore": {"normalization": "pixel", "background_as_instance": True,
-                                   "ignore_label": 5, "norm": "l1"},
+    "pixel_manhattan_background_ignore": {"normalization": "pixel", "background_as_instance": True,
+                                          "ignore_label": 5, **MANHATTAN},
     "authors_ignore": {"normalization": "authors", "ignore_label": 3},
-    "tf_names": {"pull_distance": "manhattan", "pull_error": "log_cosh", "push_error": "absolute",
-                 "regularization_error": "squared", "pull_margin": 0.2, "push_margin": 1.0,
-                 "pull_weight": 2.0, "push_weight": 0.5, "regularization_weight": 0.1},
-    "paper_names": {"delta_v": 0.1, "delta_d": 0.7, "alpha": 0.5, "beta": 2.0, "gamma": 0.01,
-                    "pull_error": "absolute", "push_error": "log_cosh",
-                    "push_distance": "manhattan", "regularization_error": "log_cosh",
-                    "regularization_distance": "l1"},
-    "preset_paper": LOSS_PRESETS["paper"],
-    "preset_authors": LOSS_PRESETS["authors"],
-    "preset_tf_metric_loss": LOSS_PRESETS["tf_metric_loss"],
+    "log_cosh_pull_absolute_push": {
+        "pull_distance": "manhattan", "pull_error": "log_cosh", "push_error": "absolute",
+        "regularization_error": "squared", "pull_margin": 0.2, "push_margin": 1.0,
+        "pull_weight": 2.0, "push_weight": 0.5, "regularization_weight": 0.1},
+    "absolute_pull_log_cosh_push": {
+        "pull_margin": 0.1, "push_margin": 1.4, "pull_weight": 0.5, "push_weight": 2.0,
+        "regularization_weight": 0.01, "pull_error": "absolute", "push_error": "log_cosh",
+        "push_distance": "manhattan", "regularization_error": "log_cosh",
+        "regularization_distance": "manhattan"},
+    **{f"preset_{name}": options for name, options in LOSS_PRESETS.items()},
 }
 # Options that change which pixels form which cluster: also run on ids that need the sort.
-RELABEL_SENSITIVE = {"default", "pixel_l1_background_ignore"}
+RELABEL_SENSITIVE = {"default", "pixel_manhattan_background_ignore"}
+
+
+# Options that hold only with semantic labels (max_instances 2 * M: (class, id) pairs).
+SEMANTIC_OPTION_SETS = {
+    "sort_authors_ignore": {"normalization": "authors", "ignore_label": 2},
+    "table_background_pixel": {"num_classes": 3, "max_label_id": 2000,
+                               "background_as_instance": True, "normalization": "pixel"},
+    "tf_metric_loss_pixel_background": dict(LOSS_PRESETS["tf_metric_loss"], normalization="pixel",
+                                            background_as_instance=True),
+}
+
+# The loss before its options got one name each (issue 16), on the data above:
+# (option set, labels, semantic) -> (loss, variance, distance, regularization, gradient . V).
+PINNED = {
+    ("preset_paper", "small", False):
+        (6.49401045, 3.11584592, 3.37760234, 0.56184423, 0.360430124),
+    ("preset_authors", "small", False):
+        (24.2650948, 15.8802824, 8.38481331, 0, 0.122220274),
+    ("preset_pixel", "small", False):
+        (6.55926085, 3.18109632, 3.37760234, 0.56184423, 0.412058806),
+    ("preset_tf_metric_loss", "small", False):
+        (10.4533386, 10.4503155, 0.00297618983, 0.462721854, 0.268823728),
+    ("default", "large", False):
+        (6.49401045, 3.11584592, 3.37760234, 0.56184423, 0.360430124),
+    ("pixel_manhattan_background_ignore", "large", False):
+        (13.0973377, 10.3355856, 2.76088309, 0.869327128, 0.00173366086),
+    ("absolute_pull_log_cosh_push", "small", False):
+        (1.00165737, 1.64578474, 0.087275818, 0.421336323, 0.0901909374),
+    ("log_cosh_pull_absolute_push", "small", False):
+        (4.02433348, 1.93730509, 0.20690231, 0.462721854, 0.141238677),
+    ("sort_authors_ignore", "large", True):
+        (16.3627434, 11.3679724, 4.99477148, 0, -1.34051736),
+    ("table_background_pixel", "large", True):
+        (5.84231806, 3.71258545, 2.12898374, 0.748498321, 0.210086031),
+    ("tf_metric_loss_pixel_background", "small", True):
+        (12.7797489, 12.7766933, 0.00297619007, 0.789291739, 0.880775655),
+}
+
+
+@pytest.mark.parametrize("case", PINNED, ids=lambda case: "-".join(map(str, case)))
+def test_values_pinned_before_the_options_were_renamed(case):
+  name, labels, semantic = case
+  options = {**OPTION_SETS, **SEMANTIC_OPTION_SETS}[name]
+  labels = {"small": SMALL, "large": LARGE}[labels]
+  shape = {"max_instances": 2 * M, "semantic_labels": SEM} if semantic else {"max_instances": M}
+  fn = lambda x: discriminative_loss(x, labels, **shape, **options)
+  (loss, aux), grad = jax.value_and_grad(fn, has_aux=True)(X)
+  v = np.random.default_rng(5).normal(size=X.shape).astype(np.float32).astype(np.float64)
+  got = [loss, aux["variance"], aux["distance"], aux["regularization"],
+         np.vdot(np.asarray(grad, np.float64), v)]
+  np.testing.assert_allclose(got, PINNED[case], rtol=1e-6, atol=1e-6)
 
 
 def _check_against_reference(options, labels, semantic=None, max_instances=M):
@@ -186,13 +232,10 @@ def test_table_relabelling_matches_reference():
   _check_against_reference({"max_label_id": 2000}, LARGE)
 
 
-@pytest.mark.parametrize("options", [
-    {"normalization": "authors", "ignore_label": 2},  # the sort
-    {"num_classes": 3, "max_label_id": 2000, "background_as_instance": True,
-     "normalization": "pixel"},  # the table
-], ids=["sort_authors_ignore", "table_background_pixel"])
-def test_semantic_matches_reference(options):
+@pytest.mark.parametrize("name", SEMANTIC_OPTION_SETS)
+def test_semantic_matches_reference(name):
   # (class, id) pairs are the instances: up to twice as many as the ids.
+  options = SEMANTIC_OPTION_SETS[name]
   _check_against_reference(options, SMALL, semantic=SEM, max_instances=2 * M)
   _check_against_reference(options, LARGE, semantic=SEM, max_instances=2 * M)
 
@@ -301,8 +344,8 @@ def test_empty_batch_gives_zero_loss_and_zero_gradient():
 
 def test_pixel_passes_in_chunks_match(monkeypatch):
   # Large CPU inputs run the pixel passes in chunks; force that on the small test data.
-  from instseg_jax.losses import discriminative
-  monkeypatch.setattr(discriminative, "_CPU_CHUNK_BYTES", X.nbytes // 4)
+  from instseg_jax.losses import _pixels
+  monkeypatch.setattr(_pixels, "_CPU_CHUNK_BYTES", X.nbytes // 4)
   fn = jax.jit(jax.value_and_grad(lambda x, y: discriminative_loss(x, y, max_instances=M)[0]))
   assert "while" in fn.lower(X, SMALL).as_text()
   loss, grad = fn(X, SMALL)
@@ -368,8 +411,8 @@ def test_batch_sharded_over_devices_matches_single_device():
 def test_bad_options_raise():
   with pytest.raises(ValueError, match="pull_error"):
     discriminative_loss(X, SMALL, max_instances=M, pull_error="cubic")
-  with pytest.raises(ValueError, match="norm"):
-    discriminative_loss(X, SMALL, max_instances=M, norm="l3")
+  with pytest.raises(ValueError, match="push_distance"):
+    discriminative_loss(X, SMALL, max_instances=M, push_distance="l1")  # one name per value
   with pytest.raises(ValueError, match="labels"):
     discriminative_loss(X, SMALL[:, :4])
 
@@ -430,28 +473,52 @@ def test_total_loss(with_count):
   np.testing.assert_allclose(metrics["loss"], loss)
 
 
+def test_defaults_are_the_paper_preset_in_the_signature_and_the_config():
+  params = inspect.signature(discriminative_loss).parameters
+  assert {name: params[name].default for name in PAPER} == PAPER
+  # "paper" names every option that shapes the loss; the rest describe the data.
+  data_options = {"embeddings", "labels", "ignore_label", "semantic_labels", "num_classes",
+                  "max_instances", "max_label_id"}
+  assert set(PAPER) == set(params) - data_options
+  for preset in LOSS_PRESETS.values():
+    assert set(preset) <= set(PAPER)
+  config = default.get_config()
+  assert losses.discriminative_options(config) == {
+      **PAPER, "max_label_id": None, "ignore_label": config.data.ignore_label,
+      "max_instances": config.data.max_instances}
+
+
 def test_total_loss_reads_preset_and_options():
   config = default.get_config()
-  config.data.max_instances = M
   config.loss.preset = "tf_metric_loss"
-  config.loss.push_margin = 0.5
+  config.loss.normalization = "pixel"  # not named by the preset: the field applies
+  config.loss.push_margin = 0.25  # the preset's own value: no conflict
+  config.loss.max_label_id = 2000
   config.loss.class_aware = True
   config.data.num_classes = 3
   config.data.max_instances = 2 * M  # (class, id) pairs
   options = losses.discriminative_options(config)
-  assert options["pull_distance"] == "manhattan" and options["push_margin"] == 0.5
+  assert options["pull_distance"] == "manhattan" and options["normalization"] == "pixel"
+  assert options["max_label_id"] == 2000
   outputs, batch = _model_outputs(False)
   batch["semantic"] = SEM
   _, metrics = losses.total_loss(outputs, batch, config)
-  ref_options = dict(LOSS_PRESETS["tf_metric_loss"], push_margin=0.5)
+  ref_options = dict(LOSS_PRESETS["tf_metric_loss"], normalization="pixel")
   _, terms = reference_loss(np.asarray(outputs["embedding"], np.float32), SMALL,
                             max_instances=2 * M, semantic_labels=SEM, **ref_options)
   np.testing.assert_allclose(
       [metrics["variance"], metrics["distance"], metrics["regularization"]], terms, rtol=1e-5)
 
 
-def test_total_loss_rejects_unknown_preset():
+@pytest.mark.parametrize("field, value, match", [
+    ("preset", "nope", "preset"),
+    ("push_margin", 0.5, "push_margin=0.5 would be ignored"),  # the preset sets 0.25
+    ("delta_d", 2.0, "push_margin"),  # an earlier name
+    ("ignore_label", 255, "config.data.ignore_label"),
+])
+def test_discriminative_options_reject_settings_they_would_ignore(field, value, match):
   config = default.get_config()
-  config.loss.preset = "nope"
-  with pytest.raises(ValueError, match="preset"):
+  config.loss.preset = "tf_metric_loss"
+  config.loss[field] = value
+  with pytest.raises(ValueError, match=match):
     losses.discriminative_options(config)

@@ -19,37 +19,46 @@ __all__ = [
     "discriminative_options", "semantic_loss", "total_loss",
 ]
 
-# Optional config.loss fields passed through to `discriminative_loss` when set.
-_DISCRIMINATIVE_OPTIONS = (
-    "pull_margin", "push_margin", "pull_weight", "push_weight", "regularization_weight",
-    "norm", "pull_distance", "push_distance", "regularization_distance", "pull_error",
-    "push_error", "regularization_error", "normalization", "max_label_id", "ignore_label",
-    "background_as_instance",
-)
+# config.loss fields of earlier versions, and what replaced them.
+_RENAMED_FIELDS = {
+    "delta_v": "pull_margin", "delta_d": "push_margin (= 2 * delta_d)", "alpha": "pull_weight",
+    "beta": "push_weight", "gamma": "regularization_weight",
+    "norm": "pull_distance, push_distance and regularization_distance",
+    "ignore_label": "config.data.ignore_label",
+}
 
 
 def discriminative_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """`discriminative_loss` keyword arguments from a whole config.
 
-  The paper fields of config.loss (delta_v, delta_d, alpha, beta, gamma) come first, then the
-  preset named by config.loss.preset (a key of LOSS_PRESETS; "" or absent for none), then every
-  optional field of config.loss that is set, so a config can start from a preset and change it.
-  The ignore label is config.loss.ignore_label, else config.data.ignore_label.
+  Every option of the loss (the names of LOSS_PRESETS["paper"]) is the config.loss field of the
+  same name. config.loss.preset, when not "", names a preset of LOSS_PRESETS: the options it names
+  come from the preset and their config.loss fields are not read; the other options come from
+  their fields. A field the preset replaces must keep its default (or the preset's value), so
+  that no setting is silently ignored. config.loss.max_label_id 0 means none; the ignore label is
+  config.data.ignore_label, the slot count config.data.max_instances.
+
+  Raises:
+    ValueError: for an unknown preset, a field set against the preset, or a field of an earlier
+      version (delta_v, delta_d, alpha, beta, gamma, norm, ignore_label).
   """
   loss = config.loss
-  options: dict[str, Any] = {name: loss[name]
-                             for name in ("delta_v", "delta_d", "alpha", "beta", "gamma")}
+  for old, new in _RENAMED_FIELDS.items():
+    if old in loss:
+      raise ValueError(f"config.loss.{old} is no longer read; set {new} instead")
   preset = loss.get("preset", "")
-  if preset:
-    if preset not in LOSS_PRESETS:
-      raise ValueError(f"config.loss.preset must be one of {tuple(LOSS_PRESETS)}, got {preset!r}")
-    options.update(LOSS_PRESETS[preset])
-  for name in _DISCRIMINATIVE_OPTIONS:
-    value = loss.get(name, None)
-    if value is not None:
-      options[name] = value
-  if options.get("ignore_label") is None:
-    options["ignore_label"] = config.data.get("ignore_label", None)
+  if preset and preset not in LOSS_PRESETS:
+    raise ValueError(f"config.loss.preset must be one of {tuple(LOSS_PRESETS)}, got {preset!r}")
+  named = LOSS_PRESETS[preset] if preset else {}
+  defaults = LOSS_PRESETS["paper"]
+  for name, value in named.items():
+    if loss[name] not in (defaults[name], value):
+      raise ValueError(
+          f"config.loss.{name}={loss[name]!r} would be ignored: preset {preset!r} sets "
+          f"{name}={value!r}; drop the preset or leave {name} at {defaults[name]!r}")
+  options = {name: named.get(name, loss[name]) for name in defaults}
+  options["max_label_id"] = loss.max_label_id or None
+  options["ignore_label"] = config.data.get("ignore_label", None)
   options["max_instances"] = config.data.max_instances
   return options
 
@@ -63,7 +72,7 @@ def total_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
       optionally "count" (B,) (predicted count / max_instances, in [0, 1]).
     batch: "instances" (B, H, W) int32 (0 = background), "semantic" (B, H, W) int32 and
       "num_instances" (B,) int32.
-    config: the whole config; reads config.loss (delta_v, delta_d, alpha, beta, gamma,
+    config: the whole config; reads config.loss (the loss options, `discriminative_options`,
       embedding_weight, semantic_weight; optional: preset, the `discriminative_loss` option names,
       class_aware (instances of different semantic classes never interact), dice_weight,
       count_weight (default 1)) and config.data (max_instances, num_classes, ignore_label).
