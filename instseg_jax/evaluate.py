@@ -70,19 +70,6 @@ def best_checkpoint(config: ml_collections.ConfigDict, workdir: str, *,
                                    read_only=read_only)
 
 
-def instance_confidences(labels: np.ndarray, foreground: np.ndarray) -> np.ndarray:
-  """Confidence of each predicted instance for mask AP: its mean foreground probability.
-
-  Returns:
-    (max id + 1,) float, indexed by instance id (entry 0 unused).
-  """
-  ids = np.asarray(labels).ravel()
-  size = int(ids.max(initial=0)) + 1
-  sums = np.bincount(ids, weights=np.asarray(foreground, np.float64).ravel(), minlength=size)
-  counts = np.bincount(ids, minlength=size)
-  return sums / np.maximum(counts, 1)
-
-
 def checkpoint_in_use(config: ml_collections.ConfigDict, workdir: str
                       ) -> tuple[str, int] | None:
   """("best" | "latest", step) of the checkpoint evaluate, predict, export and tune load.
@@ -137,15 +124,6 @@ def main_metric(config: ml_collections.ConfigDict) -> str:
   return metric if metric in per_image else "SBD"
 
 
-def segmented_examples(config: ml_collections.ConfigDict, params, *,
-                       postprocess: inference.PostProcess | None = None
-                       ) -> Iterator[tuple[dict, inference.Segmentation]]:
-  """(example as stored, its segmentation on its own grid) for the eval split, in order."""
-  for example, _, segmentation in network_and_segmentation(config, params,
-                                                           postprocess=postprocess):
-    yield example, segmentation
-
-
 def network_and_segmentation(config: ml_collections.ConfigDict, params, *,
                              postprocess: inference.PostProcess | None = None
                              ) -> Iterator[tuple[dict, inference.NetworkOutput,
@@ -163,7 +141,7 @@ def network_and_segmentation(config: ml_collections.ConfigDict, params, *,
 
 
 def num_eval_examples(config: ml_collections.ConfigDict) -> int:
-  """How many examples `segmented_examples` yields; checks first that the split exists."""
+  """How many examples `network_and_segmentation` yields; checks first that the split exists."""
   builder = pipeline.prepare(config, data_dir=config.data.data_dir or None)
   pipeline.check_prepared(config, builder)
   size = builder.info.splits[config.data.eval_split].num_examples
@@ -272,7 +250,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, params=None,
       gt = example["instances"]
       ap_inputs = {}
       if with_ap:
-        ap_inputs["scores"] = instance_confidences(result.labels, result.foreground)
+        ap_inputs["scores"] = ap_lib.instance_confidences(result.labels, result.foreground)
       if with_ap and with_classes:
         ap_inputs["pred_classes"] = result.classes
         ap_inputs["gt_classes"] = example["semantic"]

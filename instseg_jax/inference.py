@@ -324,7 +324,7 @@ def apply_postprocess(output: NetworkOutput, postprocess: PostProcess) -> Segmen
   if not postprocess.fill_unclustered:
     unclustered = (output.foreground > postprocess.fg_threshold) & (labels == 0)
     full[transforms.resize_labels(unclustered, size=shape)] = 0
-  full, _ = transforms.relabel_consecutive(full)
+  full, _ = transforms.renumber_instances(full)
   return Segmentation(labels=full, foreground=foreground,
                       classes=transforms.resize_labels(output.classes, size=shape),
                       capped=capped)

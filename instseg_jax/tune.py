@@ -48,12 +48,11 @@ def score(outputs: list[inference.NetworkOutput], truths: list[np.ndarray],
           postprocess: inference.PostProcess, *, matching: bool = False, ap: bool = False
           ) -> dict[str, float]:
   """The CVPPP summary (and matching scores, and mask AP) of one post-processing over outputs."""
-  from instseg_jax import evaluate  # pylint: disable=g-import-not-at-top
   accumulator = aggregation.MetricAccumulator(ap=ap)
   matches = matching_lib.MatchingAccumulator() if matching else None
   for i, (output, gt) in enumerate(zip(outputs, truths)):
     result = inference.apply_postprocess(output, postprocess)
-    confidences = ({"scores": evaluate.instance_confidences(result.labels, result.foreground)}
+    confidences = ({"scores": ap_lib.instance_confidences(result.labels, result.foreground)}
                    if ap else {})
     accumulator.add(i, result.labels, gt, ignore=gt < 0, **confidences)
     if matches is not None:

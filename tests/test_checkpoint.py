@@ -1,4 +1,5 @@
-"""The orbax wrapper: a checkpoint of another model, and what killed saves leave behind."""
+"""The orbax wrapper: a checkpoint of another model, what killed saves leave behind, and the
+data iterator saved beside the state."""
 
 import functools
 import os
@@ -10,14 +11,14 @@ import numpy as np
 import pytest
 
 from configs import tiny
+import helpers
 from instseg_jax import checkpoint
 from instseg_jax import evaluate
 from instseg_jax import models
 from instseg_jax import parallel
 from instseg_jax import state as state_lib
 from instseg_jax import validate
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from instseg_jax.data import pipeline
 
 
 def _state(config, abstract=False):
@@ -70,7 +71,7 @@ def test_evaluate_cli_on_another_model_exits_2_with_one_line(workdir):
       [sys.executable, "-m", "instseg_jax.main", "--config=configs/tiny.py",
        f"--workdir={workdir}", "--mode=evaluate", "--config.model.embedding_dim=5",
        f"--config.data.data_dir={workdir}/tfds"],
-      cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=""),
+      cwd=helpers.REPO, env=dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=""),
       capture_output=True, text=True, timeout=300)
   assert result.returncode == 2, result.stderr[-3000:]
   lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -100,3 +101,18 @@ def test_half_written_steps_of_a_killed_run_are_removed(tmp_path):
   checkpointer.save(2, {"x": np.arange(3)})
   checkpointer.close()
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
+
+
+def test_the_data_iterator_resumes_where_the_checkpoint_left_it(circles_dir, tmp_path):
+  config = helpers.circles_config()
+  iterator = pipeline.train_iterator(config, data_dir=circles_dir)
+  for _ in range(3):
+    next(iterator)
+  checkpointer = checkpoint.Checkpointer(str(tmp_path))
+  checkpointer.save(3, {"x": np.arange(3)}, data_iterator=iterator)
+  checkpointer.wait()
+  expected = next(iterator)
+  resumed = pipeline.train_iterator(config, data_dir=circles_dir)
+  checkpointer.restore({"x": np.arange(3)}, data_iterator=resumed)
+  checkpointer.close()
+  np.testing.assert_array_equal(next(resumed)["index"], expected["index"])

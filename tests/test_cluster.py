@@ -139,7 +139,7 @@ def test_batch_matches_per_image(method):
     np.testing.assert_array_equal(batched[b], single)
     assert _ari(images[b][2], batched[b], mask[b]) > 0.99
   if method == "meanshift":
-    np.testing.assert_array_equal(batched, np.asarray(cl.mean_shift_batch(embeddings, mask)))
+    np.testing.assert_array_equal(batched, np.asarray(cl.mean_shift(embeddings, mask)))
 
 
 def test_mean_shift_on_a_batch_sharded_over_devices():

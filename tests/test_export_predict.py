@@ -1,4 +1,5 @@
-"""Exported bundles stand alone; predict survives every kind of bad input in a folder."""
+"""Exported bundles stand alone, `--model` finds them by folder or packaged name; predict
+survives every kind of bad input in a folder."""
 
 import json
 import os
@@ -11,19 +12,16 @@ import pytest
 from PIL import Image
 
 from configs import tiny
+import helpers
 from instseg_jax import export
 from instseg_jax import inference
 from instseg_jax import models
 from instseg_jax import predict
 from instseg_jax import train
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  config = tiny.get_config()
-  config.data.data_dir = str(tmp_path_factory.mktemp("tfds"))
+def trained(tmp_path_factory, data_dir):
+  config = helpers.tiny_config(data_dir)
   config.data.num_eval_images = 4
   workdir = str(tmp_path_factory.mktemp("run"))
   summary = train.train_and_evaluate(config, workdir)
@@ -42,8 +40,8 @@ def _labels(folder, stem):
 
 def _main(*args):
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
-  return subprocess.run([sys.executable, "-m", "instseg_jax.main", *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300)
+  return subprocess.run([sys.executable, "-m", "instseg_jax.main", *args], cwd=helpers.REPO,
+                        env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_bundle_predicts_and_evaluates_like_the_workdir_after_it_is_deleted(trained, tmp_path):
@@ -177,3 +175,19 @@ def test_a_bundle_does_not_need_the_pretrained_weights_file(tmp_path):
   bundled = export.bundle_config(config, str(tmp_path))
   assert bundled.model.pretrained == "" and config.model.pretrained
   validate.validate(bundled, num_devices=1)
+
+
+def test_a_name_resolves_to_the_packaged_bundle_and_a_folder_to_itself(tmp_path, monkeypatch):
+  monkeypatch.setattr(export, "PRETRAINED_DIR", str(tmp_path / "pretrained"))
+  (tmp_path / "pretrained" / "nuclei").mkdir(parents=True)
+  (tmp_path / "mine").mkdir()
+  assert export.resolve_bundle("nuclei") == str(tmp_path / "pretrained" / "nuclei")
+  assert export.resolve_bundle(str(tmp_path / "mine")) == str(tmp_path / "mine")
+  with pytest.raises(FileNotFoundError, match=r"--model=leaves .*\(nuclei\)"):
+    export.resolve_bundle("leaves")
+
+
+def test_with_nothing_packaged_the_error_says_so(tmp_path, monkeypatch):
+  monkeypatch.setattr(export, "PRETRAINED_DIR", str(tmp_path / "absent"))
+  with pytest.raises(FileNotFoundError, match="none is packaged"):
+    export.resolve_bundle("nuclei")

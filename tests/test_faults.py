@@ -6,7 +6,6 @@ load the compiled train step instead of compiling it again, so a run costs about
 """
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -17,7 +16,7 @@ from jax.experimental.compilation_cache import compilation_cache as jax_cache
 import numpy as np
 import pytest
 
-from configs import tiny
+import helpers
 from instseg_jax import checkpoint
 from instseg_jax import parallel
 from instseg_jax import train
@@ -40,11 +39,6 @@ def compilation_cache(tmp_path_factory):
   jax_cache.reset_cache()
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
 @pytest.fixture(autouse=True)
 def harmless_sigterm():
   # A SIGTERM that arrives after the trainer gave its handler back must not end pytest.
@@ -62,20 +56,14 @@ def no_evaluation(monkeypatch):
 
 def _config(data_dir, **train_overrides):
   """tiny.py with a log fetch every step and no periodic checkpoint: only a stop saves."""
-  config = tiny.get_config()
-  config.data.data_dir = data_dir
+  config = helpers.tiny_config(data_dir, **{"num_steps": 10_000, "log_every": 1,
+                                             "checkpoint_every": 100_000, **train_overrides})
   config.data.num_eval_images = 2
-  config.train.num_steps = 10_000
-  config.train.log_every = 1
-  config.train.checkpoint_every = 100_000
-  for key, value in train_overrides.items():
-    config.train[key] = value
   return config
 
 
 def _steps(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line)["step"] for line in f]
+  return [row["step"] for row in helpers.metric_rows(workdir)]
 
 
 def _latest(workdir):
@@ -201,11 +189,10 @@ def test_two_real_processes_agree_on_a_stop_and_on_a_failed_build(tmp_path):
   with socket.socket() as s:
     s.bind(("localhost", 0))
     port = str(s.getsockname()[1])
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", PYTHONPATH=repo)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", PYTHONPATH=helpers.REPO)
   processes = [subprocess.Popen(
       [sys.executable, "-c", _TWO_PROCESSES, str(pid), port, str(tmp_path / "missing")],
-      cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      cwd=helpers.REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for pid in range(2)]
   outputs = ["".join(p.communicate(timeout=120)) for p in processes]
   for out in outputs:

@@ -237,7 +237,7 @@ def test_evaluate_predict_and_a_bundle_give_the_same_labels(folder_run, tmp_path
   params = evaluate.load_params(config, workdir)
   # Record ids are paths below manual_dir; predict names its outputs by file stem.
   evaluated = {os.path.splitext(os.path.basename(example["id"]))[0]: result.labels
-               for example, result in evaluate.segmented_examples(config, params)}
+               for example, _, result in evaluate.network_and_segmentation(config, params)}
   assert len(evaluated) == 3
   predict.predict(config, workdir, str(images), str(tmp_path / "workdir"))
   bundle = export.export(config, workdir, str(tmp_path / "bundle"))

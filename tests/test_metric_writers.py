@@ -1,21 +1,14 @@
-"""Metric writers (JSONL, TensorBoard) and the loop's periodic actions."""
+"""Metric writers: metrics.jsonl, TensorBoard events, hyperparameters; process 0 alone writes."""
 
 import json
 import os
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import tiny
+import helpers
 from instseg_jax import metric_writers
-from instseg_jax import periodic
-
-
-def _rows(path):
-  with open(path) as f:
-    return [json.loads(line) for line in f]
 
 
 def test_jsonl_rows_keep_the_metrics_file_format_and_drop_rows_a_resume_repeats(tmp_path):
@@ -24,13 +17,13 @@ def test_jsonl_rows_keep_the_metrics_file_format_and_drop_rows_a_resume_repeats(
     writer.write_scalars(step, {"loss": np.float32(step / 10), "eval/|DiC|": 2})
   writer.write_scalars(4, {})  # nothing to write: no row
   writer.write_images(3, {"eval/panels": np.zeros((2, 2, 3), np.uint8)})  # not its job
-  rows = _rows(writer.path)
+  rows = helpers.metric_rows(tmp_path)
   assert rows == [{"step": s, "loss": pytest.approx(s / 10), "eval/|DiC|": 2.0}
                   for s in (1, 2, 3)]
   with open(writer.path, "a") as f:
     f.write('{"step": 4, "lo')  # a row cut short by a kill
   metric_writers.drop_rows_after(writer.path, 2)
-  assert [r["step"] for r in _rows(writer.path)] == [1, 2]
+  assert [r["step"] for r in helpers.metric_rows(tmp_path)] == [1, 2]
 
 
 def test_tensorboard_events_read_back_with_their_steps(tmp_path):
@@ -82,7 +75,7 @@ def test_only_process_0_writes(tmp_path):
   writer.write_scalars(1, {"loss": 1.0})
   writer.write_hparams({"optim.learning_rate": 0.1})
   writer.close()
-  assert _rows(tmp_path / "p0" / "metrics.jsonl") == [{"step": 1, "loss": 1.0}]
+  assert helpers.metric_rows(tmp_path / "p0") == [{"step": 1, "loss": 1.0}]
   assert metric_writers.read_events(str(tmp_path / "p0"))["loss"] == [(1, 1.0)]
   with open(tmp_path / "p0" / "hparams.json") as f:
     assert json.load(f) == {"optim.learning_rate": 0.1}
@@ -95,61 +88,3 @@ def test_flat_hparams_name_every_config_leaf_with_values_the_dashboard_shows():
   assert flat["data.image_size"] == "(32, 32)"
   assert flat["eval.metric"] == "SBD"
   assert all(isinstance(v, (bool, int, float, str)) for v in flat.values())
-
-
-class _Clock:
-  def __init__(self):
-    self.now = 0.0
-
-  def __call__(self):
-    return self.now
-
-
-def test_every_steps_or_seconds():
-  clock = _Clock()
-  by_steps = periodic.Every(steps=3, clock=clock)
-  assert [s for s in range(1, 10) if by_steps(s)] == [3, 6, 9]
-  by_time = periodic.Every(seconds=10.0, clock=clock)
-  due = []
-  for step in range(1, 8):
-    clock.now = 4.0 * step
-    if by_time(step):
-      due.append(step)
-  # First call at t=4 starts the interval; due at t=16 (12 s later) and t=28.
-  assert due == [4, 7]
-  by_time.restart()
-  clock.now += 9.0
-  assert not by_time(8)
-
-
-def test_action_timer_shares_a_window_between_train_and_named_actions():
-  clock = _Clock()
-  timer = periodic.ActionTimer(("eval", "checkpoint"), clock=clock)
-  clock.now = 6.0
-  with timer("eval"):
-    clock.now = 9.0
-  with timer("checkpoint"):
-    clock.now = 10.0
-  seconds = timer.window()
-  assert seconds == {"train": 6.0, "eval": 3.0, "checkpoint": 1.0}
-  assert periodic.fractions(seconds) == pytest.approx(
-      {"time/train": 0.6, "time/eval": 0.3, "time/checkpoint": 0.1})
-  clock.now = 20.0
-  assert timer.window() == {"train": 10.0, "eval": 0.0, "checkpoint": 0.0}
-  assert timer.summary() == "20 s: train 80%, eval 15%, checkpoint 5%"
-
-
-def test_profile_traces_the_chosen_steps_into_the_logdir(tmp_path):
-  profile = periodic.Profile(str(tmp_path), first_step=2, num_steps=2)
-  double = jax.jit(lambda x: 2 * x)
-  tracing = []
-  for step in range(1, 6):
-    double(jnp.ones(3)).block_until_ready()
-    profile(step)
-    tracing.append(profile.tracing)
-  assert tracing == [False, True, True, False, False]
-  traces = [n for _, _, names in os.walk(tmp_path) for n in names if n.endswith(".xplane.pb")]
-  assert len(traces) == 1
-  off = periodic.Profile(str(tmp_path / "off"), first_step=1, num_steps=0)
-  off(1)
-  assert not off.tracing and not os.path.exists(tmp_path / "off")

@@ -268,11 +268,15 @@ def test_mask_ap_classes():
   assert wrong["AP"] == 0.0
 
 
-def test_instance_scores_mean_probability():
+def test_instance_confidences_of_sparse_ids_are_looked_up_by_id():
   labels = np.array([[0, 4, 4], [9, 9, 0]])
   prob = np.array([[0.1, 0.2, 0.4], [1.0, 0.5, 0.0]])
-  assert metrics.instance_scores(labels, prob) == pytest.approx(
-      {4: 0.3, 9: 0.75})
+  confidences = metrics.instance_confidences(labels, prob)
+  assert confidences.shape == (10,)
+  assert confidences[[4, 9]] == pytest.approx([0.3, 0.75])
+  assert not confidences[[1, 2, 3, 5, 6, 7, 8]].any()  # no such instances
+  with pytest.raises(ValueError, match="shape"):
+    metrics.instance_confidences(labels, prob[:, :2])
 
 
 def test_contingency_is_fast_on_large_maps():
@@ -296,11 +300,10 @@ def test_ignored_ground_truth_is_grey_in_pictures_and_left_out_of_the_scores():
   assert record["SBD"] == pytest.approx(1.0) and record["DiC"] == 0
 
 
-def test_instance_scores_are_mean_foreground_probabilities_by_id():
-  from instseg_jax import evaluate  # pylint: disable=g-import-not-at-top
+def test_instance_confidences_are_mean_foreground_probabilities_by_id():
   labels = np.array([[0, 1, 1], [3, 3, 0]])
   foreground = np.array([[0.1, 0.8, 0.6], [0.9, 0.5, 0.2]])
-  np.testing.assert_allclose(evaluate.instance_confidences(labels, foreground),
+  np.testing.assert_allclose(metrics.instance_confidences(labels, foreground),
                              [0.15, 0.7, 0.0, 0.7])
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from configs import default, tiny
+import helpers
 from instseg_jax import models
 from instseg_jax import state as state_lib
 from instseg_jax import train
@@ -388,16 +389,9 @@ def test_pretrained_weights_that_do_not_fit_are_refused_naming_the_first_mismatc
     models.load_pretrained(params, config)
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
 @pytest.mark.parametrize("name", sorted(models.MODELS))
 def test_every_model_trains_with_the_real_trainer_by_name_alone(name, data_dir, tmp_path):
-  config = tiny.get_config()
-  config.data.data_dir = data_dir
-  config.train.num_steps = 2
+  config = helpers.tiny_config(data_dir, num_steps=2)
   config.data.num_eval_images = 2
   config.model.name = name
   summary = train.train_and_evaluate(config, str(tmp_path))
@@ -431,9 +425,7 @@ def test_trainer_starts_from_the_pretrained_encoder(tmp_path):
 
 
 def test_kmeans_clusters_with_the_count_the_counter_head_predicts(data_dir, tmp_path):
-  config = tiny.get_config()
-  config.data.data_dir = data_dir
-  config.train.num_steps = 2
+  config = helpers.tiny_config(data_dir, num_steps=2)
   config.data.num_eval_images = 2
   config.model.counter = True
   config.cluster.method = "kmeans"

@@ -9,27 +9,13 @@ import jax
 import numpy as np
 import pytest
 
-from configs import tiny
+import helpers
 from instseg_jax import evaluate
 from instseg_jax import models
 from instseg_jax import parallel
 from instseg_jax import state as state_lib
 from instseg_jax import train_step
 from instseg_jax.data import pipeline
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
-def _config(data_dir):
-  config = tiny.get_config()
-  config.data.data_dir = data_dir
-  return config
-
 
 def _train(config, devices, steps=3):
   """`steps` sharded train steps over `devices`; returns (params, losses) on the host."""
@@ -52,7 +38,7 @@ def _train(config, devices, steps=3):
 
 
 def test_eight_devices_match_one_device(data_dir):
-  config = _config(data_dir)
+  config = helpers.tiny_config(data_dir)
   assert jax.device_count() == 8
   params_8, losses_8 = _train(config, jax.devices())
   params_1, losses_1 = _train(config, jax.devices()[:1])
@@ -67,7 +53,7 @@ def test_batch_size_not_divisible_by_devices_is_refused():
 
 
 def test_process_shards_together_form_the_single_process_batches(data_dir):
-  config = _config(data_dir)
+  config = helpers.tiny_config(data_dir)
   single = pipeline.train_iterator(config, data_dir=data_dir)
   shards = [pipeline.train_iterator(config, data_dir=data_dir, process_index=i,
                                     process_count=2) for i in range(2)]
@@ -84,7 +70,8 @@ def test_process_shards_together_form_the_single_process_batches(data_dir):
 def _run(args, devices, env_extra=None):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **(env_extra or {}))
-  result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+  result = subprocess.run(args, cwd=helpers.REPO, env=env, capture_output=True, text=True,
+                          timeout=400)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
   return result
 
@@ -98,7 +85,7 @@ def test_two_processes_match_one_process_and_their_checkpoint_restores_in_one(
   _run(["bash", "launch/local_multiprocess.sh", "2", f"--workdir={two}", *common], 2,
        {"DEVICES_PER_PROCESS": "2", "PORT": str(20000 + os.getpid() % 20000)})
   _run([sys.executable, "-m", "instseg_jax.main", f"--workdir={one}", *common], 4)
-  config = _config(data_dir)
+  config = helpers.tiny_config(data_dir)
   # This test process has 8 devices: the 2-process checkpoint restores here too.
   params_two = evaluate.load_params(config, two)
   params_one = evaluate.load_params(config, one)

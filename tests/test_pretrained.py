@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import helpers
 from instseg_jax import export
 from instseg_jax.metrics import matching
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE = os.path.join(ROOT, "third_party", "dsb2018_sample")
+SAMPLE = helpers.DSB_SAMPLE
 # The shipped bundle scores 0.531 on the sample (instseg_jax/pretrained/README.md); the margin
 # is for other platforms' floating point.
 MIN_ACCURACY = 0.45
@@ -25,8 +25,8 @@ def test_the_readme_command_segments_the_sample_without_training(tmp_path):
     pytest.fail("the package ships no nuclei bundle (instseg_jax/pretrained/nuclei)")
   out = tmp_path / "out"
   subprocess.run([sys.executable, "-m", "instseg_jax.main", "--mode=predict", "--model=nuclei",
-                  f"--input={SAMPLE}/images", f"--output={out}"], check=True, cwd=ROOT,
-                 capture_output=True)
+                  f"--input={SAMPLE}/images", f"--output={out}"], check=True,
+                 cwd=helpers.REPO, capture_output=True)
   matches = matching.MatchingAccumulator(thresholds=(0.5,))
   for name in sorted(os.listdir(os.path.join(SAMPLE, "labels"))):
     truth = np.asarray(Image.open(os.path.join(SAMPLE, "labels", name))).astype(np.int32)

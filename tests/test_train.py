@@ -13,35 +13,15 @@ import pytest
 from PIL import Image
 
 from configs import tiny
+import helpers
 from instseg_jax import checkpoint
 from instseg_jax import predict
 from instseg_jax import train
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
-def _config(data_dir, **train_overrides):
-  config = tiny.get_config()
-  config.data.data_dir = data_dir
-  for key, value in train_overrides.items():
-    config.train[key] = value
-  return config
-
-
-def _read_metrics(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, data_dir):
   workdir = str(tmp_path_factory.mktemp("run"))
-  summary = train.train_and_evaluate(_config(data_dir), workdir)
+  summary = train.train_and_evaluate(helpers.tiny_config(data_dir), workdir)
   return workdir, summary
 
 
@@ -49,7 +29,7 @@ def test_train_writes_metrics_checkpoint_results_and_panels(trained):
   workdir, summary = trained
   assert set(["SBD", "FBD", "DiC", "|DiC|", "AP", "AP50", "AP75"]) <= set(summary)
   assert 0.0 <= summary["SBD"] <= 1.0 and 0.0 <= summary["AP50"] <= 1.0
-  rows = [r for r in _read_metrics(workdir) if "loss" in r]
+  rows = [r for r in helpers.metric_rows(workdir) if "loss" in r]
   assert [r["step"] for r in rows] == [2, 3, 4, 6]
   assert all(np.isfinite(r["loss"]) for r in rows)
   assert checkpoint.Checkpointer(workdir).latest_step() == 6
@@ -61,9 +41,9 @@ def test_train_writes_metrics_checkpoint_results_and_panels(trained):
 
 def test_second_run_reuses_the_checkpoint(trained, data_dir):
   workdir, summary = trained
-  rows_before = len(_read_metrics(workdir))
-  again = train.train_and_evaluate(_config(data_dir), workdir)
-  assert len(_read_metrics(workdir)) == rows_before  # no step was trained
+  rows_before = len(helpers.metric_rows(workdir))
+  again = train.train_and_evaluate(helpers.tiny_config(data_dir), workdir)
+  assert len(helpers.metric_rows(workdir)) == rows_before  # no step was trained
   assert again == pytest.approx(summary)
 
 
@@ -75,7 +55,8 @@ def test_predict_writes_16bit_labels_and_overlays(trained, data_dir, tmp_path):
   Image.fromarray((rng.random((40, 36, 3)) * 255).astype(np.uint8)).save(inputs / "a.png")
   Image.fromarray((rng.random((32, 32)) * 255).astype(np.uint8)).save(inputs / "grey.png")
   (inputs / "broken.png").write_bytes(b"not a png")
-  failures = predict.predict(_config(data_dir), workdir, str(inputs), str(tmp_path / "out"))
+  failures = predict.predict(helpers.tiny_config(data_dir), workdir, str(inputs),
+                             str(tmp_path / "out"))
   assert list(failures) == [str(inputs / "broken.png")]
   labels = Image.open(tmp_path / "out" / "a_labels.png")
   assert labels.size == (36, 40) and np.asarray(labels).dtype == np.uint16
@@ -107,7 +88,7 @@ def _saving(checkpoints):
 
 def _params(workdir, data_dir):
   from instseg_jax import evaluate  # pylint: disable=g-import-not-at-top
-  params = evaluate.load_params(_config(data_dir), workdir)
+  params = evaluate.load_params(helpers.tiny_config(data_dir), workdir)
   return [np.asarray(x) for x in jax.tree_util.tree_leaves(params)]
 
 
@@ -120,7 +101,7 @@ def test_killed_during_saves_resumes_to_the_final_step(tmp_path, data_dir):
   checkpoints = os.path.join(workdir, "checkpoints")
   kills = 0
   for _ in range(2):
-    process = subprocess.Popen(_main_command(workdir, data_dir, *STEPS), cwd=REPO,
+    process = subprocess.Popen(_main_command(workdir, data_dir, *STEPS), cwd=helpers.REPO,
                                env=_cli_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     # SIGKILL while orbax is writing a checkpoint: the half-written step must be ignored.
@@ -131,22 +112,22 @@ def test_killed_during_saves_resumes_to_the_final_step(tmp_path, data_dir):
     latest = checkpoint.Checkpointer(workdir).latest_step()
     assert latest is None or latest % 5 == 0
   assert kills >= 1, "no run could be killed during a save"
-  resumed = subprocess.run(_main_command(workdir, data_dir, *STEPS), cwd=REPO, env=_cli_env(),
-                           capture_output=True, text=True, timeout=300)
+  resumed = subprocess.run(_main_command(workdir, data_dir, *STEPS), cwd=helpers.REPO,
+                           env=_cli_env(), capture_output=True, text=True, timeout=300)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert checkpoint.Checkpointer(workdir).latest_step() == 40
-  assert _read_metrics(workdir)[-1]["step"] == 40
+  assert helpers.metric_rows(workdir)[-1]["step"] == 40
   assert "SBD " in resumed.stdout
 
 
 def test_sigterm_then_resume_matches_an_uninterrupted_run_bitwise(tmp_path, data_dir):
   straight = str(tmp_path / "straight")
-  subprocess.run(_main_command(straight, data_dir, *STEPS), cwd=REPO, env=_cli_env(),
+  subprocess.run(_main_command(straight, data_dir, *STEPS), cwd=helpers.REPO, env=_cli_env(),
                  check=True, capture_output=True, timeout=300)
 
   interrupted = str(tmp_path / "interrupted")
   checkpoints = os.path.join(interrupted, "checkpoints")
-  process = subprocess.Popen(_main_command(interrupted, data_dir, *STEPS), cwd=REPO,
+  process = subprocess.Popen(_main_command(interrupted, data_dir, *STEPS), cwd=helpers.REPO,
                              env=_cli_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                              text=True)
   assert _wait_for(lambda: os.path.isdir(checkpoints) and "5" in os.listdir(checkpoints),
@@ -158,14 +139,14 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run_bitwise(tmp_path, data
   stopped_at = checkpoint.Checkpointer(interrupted).latest_step()
   assert 5 <= stopped_at < 40
 
-  subprocess.run(_main_command(interrupted, data_dir, *STEPS), cwd=REPO, env=_cli_env(),
+  subprocess.run(_main_command(interrupted, data_dir, *STEPS), cwd=helpers.REPO, env=_cli_env(),
                  check=True, capture_output=True, timeout=300)
   for a, b in zip(_params(straight, data_dir), _params(interrupted, data_dir)):
     np.testing.assert_array_equal(a, b)
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, data_dir):
-  config = _config(data_dir)
+  config = helpers.tiny_config(data_dir)
   config.loss.embedding_weight = float("nan")
   with pytest.raises(train.NonFiniteLossError, match=r"step 1 \(batch ids"):
     train.train_and_evaluate(config, str(tmp_path))
@@ -173,12 +154,12 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_p
 
 
 def test_non_finite_steps_can_be_skipped_and_counted(tmp_path, data_dir):
-  config = _config(data_dir)
+  config = helpers.tiny_config(data_dir)
   config.loss.embedding_weight = float("nan")
   config.train.skip_nonfinite = True
   config.data.num_eval_images = 2
   train.train_and_evaluate(config, str(tmp_path))
-  training_rows = [r for r in _read_metrics(str(tmp_path)) if "loss" in r]
+  training_rows = [r for r in helpers.metric_rows(str(tmp_path)) if "loss" in r]
   assert sum(r["skipped"] for r in training_rows) == 6
   params = _params(str(tmp_path), data_dir)
   assert all(np.all(np.isfinite(p)) for p in params)
@@ -194,7 +175,7 @@ def test_non_finite_steps_can_be_skipped_and_counted(tmp_path, data_dir):
     ("--config.train.keep_checkpoints=0", "config.train.keep_checkpoints"),
 ])
 def test_config_mistakes_exit_2_with_one_line(tmp_path, flag, message):
-  result = subprocess.run(_main_command(str(tmp_path), str(tmp_path), flag), cwd=REPO,
+  result = subprocess.run(_main_command(str(tmp_path), str(tmp_path), flag), cwd=helpers.REPO,
                           env=_cli_env(), capture_output=True, text=True, timeout=120)
   assert result.returncode == 2
   lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -205,7 +186,7 @@ def test_config_mistakes_exit_2_with_one_line(tmp_path, flag, message):
 def test_evaluation_with_several_classes_scores_class_aware_ap(data_dir, tmp_path, monkeypatch):
   from instseg_jax import evaluate, models, state as state_lib  # pylint: disable=g-import-not-at-top
   from instseg_jax.metrics import aggregation  # pylint: disable=g-import-not-at-top
-  config = _config(data_dir)
+  config = helpers.tiny_config(data_dir)
   config.data.num_classes = 3  # circles' discs are class 1; the model may also predict 2
   config.cluster.fg_threshold = 0.0  # an untrained model: cluster every pixel
   params = state_lib.create_train_state(

@@ -1,13 +1,12 @@
 """What a run shows while it trains: TensorBoard tags, evaluations at their steps, the best checkpoint."""
 
-import json
 import os
 
 import jax
 import numpy as np
 import pytest
 
-from configs import tiny
+import helpers
 from instseg_jax import checkpoint
 from instseg_jax import evaluate
 from instseg_jax import metric_writers
@@ -21,22 +20,10 @@ EVAL_TAGS = ("eval/SBD", "eval/FBD", "eval/abs_DiC", "eval/AP", "eval/accuracy_0
 IMAGE_TAGS = ("eval/panels", "eval/embedding_pca", "eval/embedding_scatter")
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
 def _config(data_dir):
-  config = tiny.get_config()
-  config.data.data_dir = data_dir
+  config = helpers.tiny_config(data_dir, eval_every=2)
   config.data.num_eval_images = 2
-  config.train.eval_every = 2
   return config
-
-
-def _rows(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +56,7 @@ def test_event_files_hold_every_scalar_and_image_tag_at_its_steps(run):
 
 def test_validation_scores_at_eval_every_steps_and_the_best_checkpoint_kept(run):
   workdir, summary = run
-  rows = _rows(workdir)
+  rows = helpers.metric_rows(workdir)
   scores = {r["step"]: r["eval/SBD"] for r in rows if "eval/SBD" in r}
   assert list(scores) == [2, 4, 6]
   assert [r["step"] for r in rows if "loss" in r] == [2, 3, 4, 6]

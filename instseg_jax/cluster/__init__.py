@@ -16,7 +16,6 @@ import numpy as np
 
 from instseg_jax.cluster.meanshift import fast_mean_shift
 from instseg_jax.cluster.meanshift import mean_shift
-from instseg_jax.cluster.meanshift import mean_shift_batch
 from instseg_jax.cluster.sklearn_methods import hdbscan
 from instseg_jax.cluster.sklearn_methods import kmeans
 from instseg_jax.cluster.sklearn_methods import sklearn_mean_shift
@@ -39,7 +38,6 @@ __all__ = [
     "hdbscan",
     "kmeans",
     "mean_shift",
-    "mean_shift_batch",
     "remove_small_instances",
     "sklearn_mean_shift",
 ]

@@ -458,22 +458,6 @@ def mean_shift(
   return fn(embeddings, mask)
 
 
-def mean_shift_batch(embeddings: jax.Array, mask: jax.Array, **options) -> jax.Array:
-  """`mean_shift` over a batch.
-
-  Args:
-    embeddings: (B, H, W, D) float.
-    mask: (B, H, W) bool.
-    **options: keyword options of `mean_shift`.
-
-  Returns:
-    (B, H, W) int32 labels, each image numbered 1..K_b on its own.
-  """
-  if embeddings.ndim != 4:
-    raise ValueError(f"embeddings must be (B, H, W, D), got {embeddings.shape}.")
-  return mean_shift(embeddings, mask, **options)
-
-
 def _fast_mean_shift_single(
     embeddings: jax.Array,
     mask: jax.Array,

@@ -2,9 +2,7 @@
 
 from instseg_jax.data.builders import BUILDERS, DataError, get_builder
 from instseg_jax.data.pipeline import (
-    checkpoint_args,
-    eval_batches,
-    eval_examples,
+    eval_records,
     prepare,
     train_dataset,
     train_iterator,
@@ -13,9 +11,7 @@ from instseg_jax.data.pipeline import (
 __all__ = [
     "BUILDERS",
     "DataError",
-    "checkpoint_args",
-    "eval_batches",
-    "eval_examples",
+    "eval_records",
     "get_builder",
     "prepare",
     "train_dataset",

@@ -8,9 +8,9 @@ Training:
     batch = next(it)              # dict of NumPy arrays, per-process batch
     state = it.get_state()        # JSON-able dict; it.set_state(state) resumes
 
-The iterator is a `grain.DatasetIterator`; orbax saves it next to the model
-with `grain.checkpoint.CheckpointSave(it)` / `CheckpointRestore(it)`, see
-`checkpoint_args`.
+The iterator is a `grain.DatasetIterator`; `checkpoint.Checkpointer` saves it
+next to the model with `grain.checkpoint.CheckpointSave(it)` and restores it
+with `CheckpointRestore(it)`.
 
 Every random choice (shuffle order, augmentation) is a function of the seed and
 the element's position in the stream, so a restored iterator yields exactly
@@ -315,7 +315,7 @@ def _normalized(example: transforms.Example, *, kind: str) -> transforms.Example
 
 def _finalize(example: transforms.Example, *, keep_id: bool = False) -> Batch:
   """Fixes dtypes and renumbers instances after crops removed some."""
-  instances, count = transforms.relabel_consecutive(example["instances"])
+  instances, count = transforms.renumber_instances(example["instances"])
   out = {
       "image": np.ascontiguousarray(
           transforms.to_float(example)["image"], dtype=np.float32),
@@ -505,56 +505,6 @@ def train_iterator(
   )
 
 
-def checkpoint_args(iterator: grain.DatasetIterator, *, restore: bool = False):
-  """The orbax args that save (or restore into) a grain iterator.
-
-  Use inside `ocp.args.Composite` next to the model state; the matching
-  handler, `grain.checkpoint.CheckpointHandler`, is registered with these args
-  so `ocp.CheckpointManager` finds it without `item_handlers`. Each JAX process
-  writes its own `process_<i>-of-<n>.json`.
-  """
-  if restore:
-    return grain.checkpoint.CheckpointRestore(item=iterator)
-  return grain.checkpoint.CheckpointSave(item=iterator)
-
-
-def eval_examples(
-    config: ml_collections.ConfigDict,
-    *,
-    data_dir: str | None,
-    split: str | None = None,
-    limit: int | None = None,
-    full_resolution: bool = False,
-) -> Iterator[Batch]:
-  """Yields the first examples of the eval split in record order, unaugmented.
-
-  Each example has "image" float32 (H, W, 3) brought to data.image_size as
-  data.size_mode says (`transforms.fixed_window`), "instances" and
-  "semantic" int32 (H, W) by nearest neighbour, "num_instances", "index" and
-  "id" (str).
-
-  Args:
-    config: the experiment config.
-    data_dir: overrides config.data.data_dir.
-    split: defaults to config.data.eval_split.
-    limit: at most this many examples; defaults to data.num_eval_images
-      (0 or less = the whole split).
-    full_resolution: also give "full_instances" and "full_semantic", the
-      labels at the stored resolution, for metrics on the original grid.
-  """
-  ds = _decoded_eval_split(config, data_dir=data_dir, split=split, limit=limit)
-  ds = ds.map(
-      functools.partial(
-          _eval_example,
-          size=tuple(config.data.image_size),
-          mode=size_mode(config),
-          label_fill=_label_fill(config),
-          full=full_resolution,
-      )
-  )
-  yield from ds.to_iter_dataset(_eval_read_options(config))
-
-
 def _decoded_eval_split(
     config: ml_collections.ConfigDict,
     *,
@@ -579,64 +529,6 @@ def _eval_read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
   )
 
 
-def _eval_example(
-    example: transforms.Example, *, size: Sequence[int], mode: str,
-    label_fill: int, full: bool
-) -> Batch:
-  out = _finalize(
-      _unaugmented(example, size=size, mode=mode, label_fill=label_fill),
-      keep_id=True,
-  )
-  if full:
-    out["full_instances"], _ = transforms.relabel_consecutive(
-        example["instances"]
-    )
-    out["full_semantic"] = example["semantic"]
-  return out
-
-
-def eval_batches(
-    config: ml_collections.ConfigDict,
-    *,
-    data_dir: str | None,
-    split: str | None = None,
-    limit: int | None = None,
-    batch_size: int | None = None,
-) -> Iterator[Batch]:
-  """Batches of `eval_examples`, the last one padded to full size.
-
-  Each batch has the keys of `eval_examples` stacked (b = batch_size,
-  default train.batch_size), "id" as a str array, and "valid" bool (b,) that
-  is False on padding rows (which hold zeros and id "").
-  """
-  batch_size = batch_size or config.train.batch_size
-  pending = []
-  for example in eval_examples(
-      config, data_dir=data_dir, split=split, limit=limit
-  ):
-    pending.append(example)
-    if len(pending) == batch_size:
-      yield _stack(pending, batch_size=batch_size)
-      pending = []
-  if pending:
-    yield _stack(pending, batch_size=batch_size)
-
-
-def _stack(examples: list[Batch], *, batch_size: int) -> Batch:
-  valid = np.zeros(batch_size, bool)
-  valid[: len(examples)] = True
-  padding = batch_size - len(examples)
-  batch = {"valid": valid}
-  for key in examples[0]:
-    if key == "id":
-      batch[key] = np.asarray([e[key] for e in examples] + [""] * padding)
-      continue
-    stacked = np.stack([e[key] for e in examples])
-    pad = np.zeros((padding,) + stacked.shape[1:], stacked.dtype)
-    batch[key] = np.concatenate([stacked, pad])
-  return batch
-
-
 def eval_records(
     config: ml_collections.ConfigDict,
     *,
@@ -653,7 +545,12 @@ def eval_records(
   as in training), "instances" int32 (H, W) renumbered 1..N (the ignore label
   kept), "semantic" int32 (H, W), "num_instances", "index" and "id" (str).
 
-  Args: as `eval_examples`.
+  Args:
+    config: the experiment config.
+    data_dir: overrides config.data.data_dir.
+    split: defaults to config.data.eval_split.
+    limit: at most this many examples; defaults to data.num_eval_images
+      (0 or less = the whole split).
   """
   ds = _decoded_eval_split(config, data_dir=data_dir, split=split, limit=limit)
   ds = ds.map(functools.partial(_finalize, keep_id=True))

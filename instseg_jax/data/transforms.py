@@ -419,36 +419,11 @@ def color_jitter(
   return _with(example, image=np.clip(image, 0.0, 1.0).astype(np.float32))
 
 
-def pad_to(
-    example: Example,
-    *,
-    shape: Sequence[int],
-    label_fill: int = 0,
-    image_fill: float = 0.0,
-) -> Example:
-  """Pads at the bottom and right up to `shape` = (H, W).
-
-  Raises:
-    ValueError: the image is larger than `shape`.
-  """
-  height, width = example["image"].shape[:2]
-  if height > shape[0] or width > shape[1]:
-    raise ValueError(
-        f"Image of size {(height, width)} does not fit in {tuple(shape)}."
-    )
-  return crop_or_pad(
-      example,
-      top=0,
-      left=0,
-      height=int(shape[0]),
-      width=int(shape[1]),
-      label_fill=label_fill,
-      image_fill=image_fill,
-  )
-
-
-def relabel_consecutive(instances: np.ndarray) -> tuple[np.ndarray, int]:
+def renumber_instances(instances: np.ndarray) -> tuple[np.ndarray, int]:
   """Renumbers positive instance ids to 1..N in increasing order.
+
+  Unlike `metrics.relabel_consecutive`, which counts every nonzero id as an
+  object, negative ids here are the ignore label and stay as they are.
 
   Args:
     instances: (H, W) integer ids, 0 = background; negative ids (an ignore

@@ -7,8 +7,8 @@ runs once at the end on an in-memory ground truth and detections.
 Conventions:
 
 * Scores rank the detections. Without them every instance scores 1.0, and ties
-  keep the order in which they were added; `instance_scores` gives a better
-  proxy from a foreground probability map.
+  keep the order in which they were added; `instance_confidences` gives a
+  better proxy from a foreground probability map.
 * Without classes everything is category 1; with them AP is the mean over the
   categories that have ground truth, as in COCO.
 * Ignored pixels (a label value of the ground truth such as VOC's 255, or a
@@ -44,29 +44,27 @@ Scores = Mapping[int, float] | ArrayLike
 Classes = Mapping[int, int] | ArrayLike
 
 
-def instance_scores(labels: ArrayLike,
-                    probability: ArrayLike) -> dict[int, float]:
-  """Mean foreground probability of each instance, a confidence proxy.
+def instance_confidences(labels: ArrayLike, foreground: ArrayLike) -> np.ndarray:
+  """Confidence of each predicted instance for mask AP: its mean foreground probability.
 
   Args:
-    labels: (H, W) integer label map, 0 = background.
-    probability: (H, W) foreground probability (e.g. softmax of the semantic
+    labels: (H, W) label map, 0 = background, instance ids >= 1.
+    foreground: (H, W) foreground probability (e.g. softmax of the semantic
       head, summed over the object classes).
 
   Returns:
-    {instance id: mean probability over its pixels}.
+    (max id + 1,) float, indexed by instance id (entry 0 unused), as `scores`
+    of `mask_ap` and `MaskAPAccumulator.add` take it.
   """
-  labels = np.asarray(labels)
-  probability = np.asarray(probability, dtype=np.float64)
-  if probability.shape != labels.shape:
-    raise ValueError(f"probability has shape {probability.shape}, "
-                     f"label map {labels.shape}")
-  ids = cvppp.object_ids(labels)
-  rel = cvppp.relabel_consecutive(labels).ravel()
-  sums = np.bincount(rel, weights=probability.ravel(), minlength=ids.size + 1)
-  counts = np.bincount(rel, minlength=ids.size + 1)
-  return {int(i): float(s / c)
-          for i, s, c in zip(ids, sums[1:], counts[1:], strict=True)}
+  ids = np.asarray(labels).ravel()
+  foreground = np.asarray(foreground, np.float64)
+  if foreground.shape != np.shape(labels):
+    raise ValueError(f"foreground has shape {foreground.shape}, "
+                     f"label map {np.shape(labels)}")
+  size = int(ids.max(initial=0)) + 1
+  sums = np.bincount(ids, weights=foreground.ravel(), minlength=size)
+  counts = np.bincount(ids, minlength=size)
+  return sums / np.maximum(counts, 1)
 
 
 def _encode(labels: np.ndarray, ids: np.ndarray) -> list[dict]:
