@@ -75,14 +75,14 @@ def total_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
   loss_cfg = config.loss
   options = discriminative_options(config)
   semantic_labels = None
-  if loss_cfg.get("class_aware", False):
+  if loss_cfg.class_aware:
     semantic_labels = batch["semantic"]
     options["num_classes"] = config.data.num_classes
   embedding_loss, aux = discriminative_loss(
       outputs["embedding"], batch["instances"], semantic_labels=semantic_labels, **options)
   sem_loss = semantic_loss(
       outputs["semantic_logits"], batch["semantic"], ignore_label=options["ignore_label"],
-      dice_weight=loss_cfg.get("dice_weight", 0.0))
+      dice_weight=loss_cfg.dice_weight)
   loss = loss_cfg.embedding_weight * embedding_loss + loss_cfg.semantic_weight * sem_loss
   metrics = {
       "variance": aux["variance"],
@@ -93,7 +93,7 @@ def total_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
   if "count" in outputs:
     count = counting_loss(outputs["count"], batch["num_instances"],
                           max_count=config.data.max_instances)
-    loss = loss + loss_cfg.get("count_weight", 1.0) * count
+    loss = loss + loss_cfg.count_weight * count
     metrics["count"] = count
   metrics["loss"] = loss
   return loss.astype(jnp.float32), {k: v.astype(jnp.float32) for k, v in metrics.items()}
