@@ -46,6 +46,8 @@ PER_IMAGE_IOU = 0.5
 NUM_WORST = 8
 # Metrics where less is better; every other ranked metric is better higher.
 LOWER_IS_BETTER = ("|DiC|",)
+# The choices of config.eval.checkpoint, what `checkpoint_in_use` loads.
+CHECKPOINTS = ("best", "latest")
 
 
 def ranked_metrics(config: ml_collections.ConfigDict) -> dict[str, bool]:
@@ -54,9 +56,9 @@ def ranked_metrics(config: ml_collections.ConfigDict) -> dict[str, bool]:
   The signed DiC and the raw match counts rank nothing: neither more nor less is better.
   """
   names = [k for k in cvppp.CVPPP_KEYS if k != "DiC"]
-  if config.eval.get("mask_ap", False):
+  if config.eval.mask_ap:
     names += list(ap_lib.AP_KEYS)
-  if config.eval.get("matching", False):
+  if config.eval.matching:
     names += list(matching.KEYS)
   return {name: name not in LOWER_IS_BETTER for name in names}
 
@@ -78,7 +80,7 @@ def checkpoint_in_use(config: ml_collections.ConfigDict, workdir: str
   latest when no evaluation has kept a best one (a run stopped before its end); None when
   the workdir has no checkpoint.
   """
-  if config.eval.get("checkpoint", "best") == "best":
+  if config.eval.checkpoint == "best":
     best = best_checkpoint(config, workdir)
     score = best.score
     best.close()

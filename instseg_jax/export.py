@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from configs import default as default_config
 from instseg_jax import evaluate
 from instseg_jax import inference
 from instseg_jax import models
@@ -148,7 +149,8 @@ def load_bundle(bundle_dir: str) -> tuple[ml_collections.ConfigDict, dict]:
     raise FileNotFoundError(f"{bundle_dir} is not a complete bundle: {CONFIG_FILE} is missing "
                             "(write one with --mode=export)")
   with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    # Bundles of older versions lack newer fields: they take their defaults.
+    config = default_config.with_defaults(json.load(f))
   # No target tree: the saved structure is the params tree, so no model code is needed.
   params = ocp.StandardCheckpointer().restore(os.path.join(bundle_dir, PARAMS_DIR))
   return config, params

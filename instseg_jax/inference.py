@@ -34,18 +34,7 @@ from instseg_jax import models
 from instseg_jax import train_step
 from instseg_jax.cluster import buckets
 from instseg_jax.data import transforms
-
-# The config.cluster fields each clustering method takes (besides min_size).
-METHOD_OPTIONS = {
-    "meanshift": ("bandwidth",),
-    "fast_meanshift": ("bandwidth",),
-    "sklearn_meanshift": ("bandwidth",),
-    "kmeans": ("num_clusters",),
-    "hdbscan": ("min_cluster_size",),
-}
-
-# Methods that take the static bound on instances per image.
-_BOUNDED_METHODS = ("meanshift", "fast_meanshift")
+from instseg_jax.registry import lookup
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,8 +58,7 @@ class Geometry:
   def from_config(cls, config: ml_collections.ConfigDict) -> Geometry:
     return cls(mode=config.data.size_mode, size=tuple(int(s) for s in config.data.image_size),
                stride=models.create_model(config).stride, max_side=int(config.predict.max_side),
-               # .get: bundles exported before the field existed.
-               normalize=config.data.get("normalize", "none"))
+               normalize=config.data.normalize)
 
   def network_input(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     """The network's input for one image.
@@ -163,11 +151,8 @@ class PostProcess:
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> PostProcess:
     method = config.cluster.method
-    if method not in METHOD_OPTIONS:
-      raise ValueError(
-          f"config.cluster.method={method!r}; choose one of {sorted(METHOD_OPTIONS)}")
-    options = {name: config.cluster[name] for name in METHOD_OPTIONS[method]
-               if name in config.cluster}
+    options = {name: config.cluster[name] for name in
+               lookup(cluster_lib.METHODS, method, "config.cluster.method").options}
     return cls(method=method, options=options, fg_threshold=float(config.cluster.fg_threshold),
                min_size=int(config.cluster.min_size),
                fill_unclustered=bool(config.cluster.fill_unclustered),
@@ -250,19 +235,20 @@ def cluster_network_grid(output: NetworkOutput, postprocess: PostProcess
                          ) -> tuple[np.ndarray, bool]:
   """(labels (h, w) int32 on the network's grid, whether the instance bound was reached)."""
   embedding, mask = output.embedding, output.foreground > postprocess.fg_threshold
-  # Grids of any size share a few compiled programs; the padding changes no label.
-  padded = postprocess.method in cluster_lib.JAX_METHODS
-  if padded:
+  # JAX's methods: grids of any size share a few compiled programs (the padding changes no
+  # label), and the programs take the static bound on instances.
+  on_device = cluster_lib.METHODS[postprocess.method].on_device
+  if on_device:
     embedding, mask = buckets.pad_to_bucket(embedding, mask)
   options = dict(postprocess.options)
-  if postprocess.method in _BOUNDED_METHODS:
+  if on_device:
     options["max_instances"] = postprocess.max_instances
   if postprocess.method == "kmeans" and not options.get("num_clusters"):
     # The counter head predicts count / max_instances.
     options["num_clusters"] = max(1, round((output.count or 0.0) * postprocess.max_instances))
   labels = np.asarray(cluster_lib.cluster(embedding, mask, method=postprocess.method,
                                           **options), np.int32)
-  if padded:
+  if on_device:
     labels = buckets.unpad(labels, output.foreground.shape)
   capped = int(labels.max(initial=0)) >= postprocess.max_instances
   labels = np.asarray(cluster_lib.remove_small_instances(labels, min_size=postprocess.min_size))

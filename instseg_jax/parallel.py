@@ -25,14 +25,6 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
-def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
-  devices = mesh.devices.size
-  if global_batch_size % devices:
-    raise ValueError(
-        f"config.train.batch_size={global_batch_size} is not divisible by the "
-        f"{devices} devices; use a multiple of {devices}")
-
-
 def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """This process's rows of a batch -> global arrays split over the data axis."""
   sharding = batch_sharded(mesh)

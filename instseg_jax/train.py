@@ -195,7 +195,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   mesh = parallel.make_mesh()
-  parallel.check_batch_size(config.train.batch_size, mesh)
+  validate.check_batch_split(config.train.batch_size, mesh.devices.size, "devices")
 
   # One process writes the data set files; the others read them once written.
   prepare_data(config, process_index=jax.process_index())
@@ -216,7 +216,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   if checkpointer.latest_step() is not None:
     state = checkpointer.restore(checkpoint.abstract_like(state, replicated), data_iterator)
     say(f"resumed from step {int(state.step)} in {checkpointer.directory}")
-  elif config.model.get("pretrained", ""):
+  elif config.model.pretrained:
     state = _with_pretrained_encoder(state, config, replicated)
     say(f"encoder weights from {config.model.pretrained}")
 

@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
+from instseg_jax import cluster as cluster_lib
 from instseg_jax import inference
 from instseg_jax.data import pipeline
 from instseg_jax.metrics import aggregation
@@ -37,7 +38,7 @@ def candidates(config: ml_collections.ConfigDict) -> dict[str, tuple]:
   """The values tried for each tuned field of config.cluster."""
   options = {"fg_threshold": FG_THRESHOLDS, "min_size": MIN_SIZES,
              "fill_unclustered": (False, True), "flip_average": (False, True)}
-  if "bandwidth" in inference.METHOD_OPTIONS[config.cluster.method]:
+  if "bandwidth" in cluster_lib.METHODS[config.cluster.method].options:
     bandwidth = float(config.cluster.bandwidth)
     options = {"bandwidth": tuple(round(bandwidth * f, 4) for f in BANDWIDTH_FACTORS),
                **options}

@@ -609,25 +609,6 @@ def test_real_dsb2018(shared_tfds):
   assert batch["instances"].max() > 0
 
 
-@pytest.mark.parametrize("name", ["cvppp", "dsb2018", "voc", "coco",
-                                  "cityscapes"])
-def test_data_set_configs_are_valid(name):
-  import importlib  # pylint: disable=g-import-not-at-top
-  from instseg_jax import validate  # pylint: disable=g-import-not-at-top
-  module = importlib.import_module(f"configs.{name}")
-  assert f"--config=configs/{name}.py" in module.__doc__
-  assert "--config.data.manual_dir=" in module.__doc__
-  config = module.get_config()
-  validate.validate(config, num_devices=1)
-  assert config.data.name in builders.BUILDERS
-  assert config.data.eval_split == "validation"
-  cls = builders.BUILDERS[config.data.name]
-  assert config.data.builder_config in {c.name for c in cls.BUILDER_CONFIGS}
-  if issubclass(cls, builders.FolderBuilder) and len(cls.CLASS_NAMES) > 1 and (
-      config.data.name != "coco"):
-    assert config.data.num_classes == len(cls.CLASS_NAMES)
-
-
 # ---------------------------------------------------------------- what a run checks before it starts
 
 

@@ -47,11 +47,6 @@ def test_eight_devices_match_one_device(data_dir):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_batch_size_not_divisible_by_devices_is_refused():
-  with pytest.raises(ValueError, match="not divisible by the 8 devices"):
-    parallel.check_batch_size(12, parallel.make_mesh())
-
-
 def test_process_shards_together_form_the_single_process_batches(data_dir):
   config = helpers.tiny_config(data_dir)
   single = pipeline.train_iterator(config, data_dir=data_dir)

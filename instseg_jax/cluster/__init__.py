@@ -7,6 +7,7 @@ int32 labels: 0 outside the mask, instances numbered 1..K per image.
 """
 
 from collections.abc import Callable
+import dataclasses
 import inspect
 
 from absl import logging
@@ -19,20 +20,36 @@ from instseg_jax.cluster.meanshift import mean_shift
 from instseg_jax.cluster.sklearn_methods import hdbscan
 from instseg_jax.cluster.sklearn_methods import kmeans
 from instseg_jax.cluster.sklearn_methods import sklearn_mean_shift
+from instseg_jax.registry import lookup
 
-METHODS: dict[str, Callable[..., jax.Array | np.ndarray]] = {
-    "meanshift": mean_shift,
-    "fast_meanshift": fast_mean_shift,
-    "kmeans": kmeans,
-    "hdbscan": hdbscan,
-    "sklearn_meanshift": sklearn_mean_shift,
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A clustering method of the registry METHODS.
+
+  Attributes:
+    fn: fn(embeddings, mask, **options) -> int32 labels, as `cluster` describes.
+    options: the config.cluster fields passed to fn as keyword options (besides min_size).
+    on_device: compiled by JAX, once per input shape (see `buckets` for sharing programs), with
+      a static bound `max_instances` on the instances of an image.
+  """
+  fn: Callable[..., jax.Array | np.ndarray]
+  options: tuple[str, ...]
+  on_device: bool = False
+
+
+# config.cluster.method -> its Method: a new method is its function and one entry here.
+METHODS: dict[str, Method] = {
+    "meanshift": Method(mean_shift, ("bandwidth",), on_device=True),
+    "fast_meanshift": Method(fast_mean_shift, ("bandwidth",), on_device=True),
+    "kmeans": Method(kmeans, ("num_clusters",)),
+    "hdbscan": Method(hdbscan, ("min_cluster_size",)),
+    "sklearn_meanshift": Method(sklearn_mean_shift, ("bandwidth",)),
 }
-# The methods compiled by JAX, once per input shape (see `buckets` for sharing programs).
-JAX_METHODS = ("meanshift", "fast_meanshift")
 
 __all__ = [
-    "JAX_METHODS",
     "METHODS",
+    "Method",
     "cluster",
     "fast_mean_shift",
     "hdbscan",
@@ -133,14 +150,9 @@ def cluster(
     When an image reaches the method's max_instances a warning is logged.
 
   Raises:
-    ValueError: for an unknown method.
+    ConfigError (a ValueError): for an unknown method; the message lists the valid ones.
   """
-  try:
-    fn = METHODS[method]
-  except KeyError:
-    raise ValueError(
-        f"Unknown clustering method {method!r}; valid: {', '.join(sorted(METHODS))}."
-    ) from None
+  fn = lookup(METHODS, method, "method").fn
   labels = fn(embeddings, mask, **options)
   # Checked before small instances are removed: those still took a slot.
   _warn_if_capped(labels, method, _instance_cap(fn, options))

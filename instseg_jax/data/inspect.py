@@ -153,7 +153,7 @@ def inspect(
       "class_names": metadata.get("class_names", []),
       "max_instances": max_instances,
       "image_size": list(config.data.image_size),
-      "size_mode": config.data.get("size_mode", "stretch"),
+      "size_mode": config.data.size_mode,
       "splits": {},
       "problems": [],
   }
@@ -165,7 +165,7 @@ def inspect(
         stats, num_examples=info.num_examples, max_instances=max_instances
     )
 
-  count = config.eval.get("num_panels", 8) if num_panels is None else num_panels
+  count = config.eval.num_panels if num_panels is None else num_panels
   panels = []
   if count > 0:
     try:

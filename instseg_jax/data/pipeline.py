@@ -38,6 +38,7 @@ from instseg_jax import validate
 from instseg_jax.data import builders
 from instseg_jax.data import transforms
 from instseg_jax.data.builders import files
+from instseg_jax.registry import check_choice
 
 Batch = dict[str, np.ndarray]
 
@@ -48,7 +49,7 @@ _NAMED_IN_ERRORS = 5
 def _resolve_data_dir(config: ml_collections.ConfigDict, data_dir: str | None):
   # The argument wins over the config; "" in both means the TFDS default
   # (TFDS_DATA_DIR or ~/tensorflow_datasets).
-  return data_dir or config.data.get("data_dir") or None
+  return data_dir or config.data.data_dir or None
 
 
 def prepare(
@@ -74,10 +75,10 @@ def prepare(
   builder = builders.get_builder(
       config.data.name,
       data_dir=_resolve_data_dir(config, data_dir),
-      config=config.data.get("builder_config") or None,
-      manual_dir=config.data.get("manual_dir") or None,
-      validation_fraction=config.data.get("validation_fraction", None),
-      skip_bad_examples=config.data.get("skip_bad_examples", None),
+      config=config.data.builder_config or None,
+      manual_dir=config.data.manual_dir or None,
+      validation_fraction=config.data.validation_fraction,
+      skip_bad_examples=config.data.skip_bad_examples,
   )
   builder.download_and_prepare(
       file_format="array_record",
@@ -117,7 +118,7 @@ def check_prepared(
       continue
     hint = ""
     if (getattr(builder, "USES_HOLDOUT", False)
-        and not config.data.get("validation_fraction", 0.2)):
+        and not config.data.validation_fraction):
       hint = ("; config.data.validation_fraction=0 holds out no "
               "'validation' split, set it above 0")
     raise validate.ConfigError(
@@ -203,7 +204,7 @@ def usable_indices(
       f"{over.size} of {len(source)} examples of split {split!r} have more "
       f"instances than config.data.max_instances={limit}: {named}"
   )
-  if not config.data.get("skip_bad_examples", False):
+  if not config.data.skip_bad_examples:
     raise builders.DataError(
         f"{message}. Raise config.data.max_instances to at least "
         f"{counts.max()} or set config.data.skip_bad_examples=True to leave "
@@ -242,7 +243,7 @@ def ignore_label(config: ml_collections.ConfigDict) -> int:
     ValueError: a non-negative value, which would read as an instance id or
       a class.
   """
-  value = int(config.data.get("ignore_label", -1))
+  value = int(config.data.ignore_label)
   if value >= 0:
     raise ValueError(
         f"config.data.ignore_label={value} must be negative: 0 is background "
@@ -255,19 +256,15 @@ def size_mode(config: ml_collections.ConfigDict) -> str:
   """config.data.size_mode, checked.
 
   Raises:
-    ValueError: not one of transforms.SIZE_MODES.
+    validate.ConfigError: not one of transforms.SIZE_MODES.
   """
-  mode = config.data.get("size_mode", "stretch")
-  if mode not in transforms.SIZE_MODES:
-    raise ValueError(
-        f"config.data.size_mode={mode!r} is not one of {transforms.SIZE_MODES}"
-    )
-  return mode
+  check_choice("config.data.size_mode", config.data.size_mode, transforms.SIZE_MODES)
+  return config.data.size_mode
 
 
 def _label_fill(config: ml_collections.ConfigDict) -> int:
   """The label of pixels from outside the image."""
-  return ignore_label(config) if config.data.get("ignore_padding") else 0
+  return ignore_label(config) if config.data.ignore_padding else 0
 
 
 def _label_map(stored: Any, *, ignore: int) -> np.ndarray:
@@ -335,14 +332,14 @@ def augment_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return {
       "size": tuple(data.image_size),
       "mode": size_mode(config),
-      "max_degrees": float(data.get("aug_max_degrees", 15.0)),
-      "scale_range": tuple(data.get("aug_scale_range", (0.75, 1.33))),
-      "hflip": bool(data.get("aug_hflip", True)),
-      "vflip": bool(data.get("aug_vflip", True)),
-      "rot90": bool(data.get("aug_rot90", True)),
-      "brightness": float(data.get("aug_brightness", 0.2)),
-      "contrast": float(data.get("aug_contrast", 0.2)),
-      "saturation": float(data.get("aug_saturation", 0.0)),
+      "max_degrees": float(data.aug_max_degrees),
+      "scale_range": tuple(data.aug_scale_range),
+      "hflip": bool(data.aug_hflip),
+      "vflip": bool(data.aug_vflip),
+      "rot90": bool(data.aug_rot90),
+      "brightness": float(data.aug_brightness),
+      "contrast": float(data.aug_contrast),
+      "saturation": float(data.aug_saturation),
       "foreground_crop": float(data.aug_foreground_crop),
       "label_fill": _label_fill(config),
   }
@@ -357,8 +354,8 @@ def _unaugmented(example: transforms.Example, *, size: Sequence[int],
 
 def _read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
   return grain.ReadOptions(
-      num_threads=int(config.data.get("read_threads", 2)),
-      prefetch_buffer_size=int(config.data.get("prefetch_batches", 2)),
+      num_threads=int(config.data.read_threads),
+      prefetch_buffer_size=int(config.data.prefetch_batches),
   )
 
 
@@ -395,12 +392,9 @@ def train_dataset(
       or a bad data.size_mode or data.ignore_label.
     builders.DataError: a bad input file, or images over data.max_instances.
   """
-  batch_size, remainder = divmod(config.train.batch_size, process_count)
-  if remainder or batch_size == 0:
-    raise ValueError(
-        f"train.batch_size={config.train.batch_size} must be a positive "
-        f"multiple of the process count {process_count}."
-    )
+  batch_size = validate.check_batch_split(
+      config.train.batch_size, process_count, "processes"
+  )
   seed = config.seed if seed is None else seed
   size = tuple(config.data.image_size)
   split = config.data.train_split
@@ -419,7 +413,7 @@ def train_dataset(
       functools.partial(_attach_index, record_indices=indices)
   )
   ds = ds.seed(seed)
-  buffer = int(config.data.get("shuffle_buffer", 0))
+  buffer = int(config.data.shuffle_buffer)
   if buffer > 0:
     # Shuffles within consecutive windows of records: locality for slow
     # storage, at the price of a weaker shuffle whose windows may straddle an
@@ -459,7 +453,7 @@ def train_dataset(
   # Batching before the hand-over to threads/workers keeps batch contents
   # independent of read_threads and worker_count.
   stream = ds.to_iter_dataset(_read_options(config))
-  workers = int(config.data.get("worker_count", 0))
+  workers = int(config.data.worker_count)
   if workers > 0:
     stream = stream.mp_prefetch(
         grain.MultiprocessingOptions(num_workers=workers)

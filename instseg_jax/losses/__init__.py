@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from instseg_jax import registry
 from instseg_jax.losses.counting import counting_loss
 from instseg_jax.losses.discriminative import (
     LOSS_PRESETS,
@@ -46,10 +47,8 @@ def discriminative_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
   for old, new in _RENAMED_FIELDS.items():
     if old in loss:
       raise ValueError(f"config.loss.{old} is no longer read; set {new} instead")
-  preset = loss.get("preset", "")
-  if preset and preset not in LOSS_PRESETS:
-    raise ValueError(f"config.loss.preset must be one of {tuple(LOSS_PRESETS)}, got {preset!r}")
-  named = LOSS_PRESETS[preset] if preset else {}
+  preset = loss.preset
+  named = registry.lookup(LOSS_PRESETS, preset, "config.loss.preset") if preset else {}
   defaults = LOSS_PRESETS["paper"]
   for name, value in named.items():
     if loss[name] not in (defaults[name], value):
@@ -58,7 +57,7 @@ def discriminative_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
           f"{name}={value!r}; drop the preset or leave {name} at {defaults[name]!r}")
   options = {name: named.get(name, loss[name]) for name in defaults}
   options["max_label_id"] = loss.max_label_id or None
-  options["ignore_label"] = config.data.get("ignore_label", None)
+  options["ignore_label"] = config.data.ignore_label
   options["max_instances"] = config.data.max_instances
   return options
 
@@ -72,10 +71,9 @@ def total_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
       optionally "count" (B,) (predicted count / max_instances, in [0, 1]).
     batch: "instances" (B, H, W) int32 (0 = background), "semantic" (B, H, W) int32 and
       "num_instances" (B,) int32.
-    config: the whole config; reads config.loss (the loss options, `discriminative_options`,
-      embedding_weight, semantic_weight; optional: preset, the `discriminative_loss` option names,
-      class_aware (instances of different semantic classes never interact), dice_weight,
-      count_weight (default 1)) and config.data (max_instances, num_classes, ignore_label).
+    config: the whole config; reads config.loss (the options of `discriminative_options`,
+      embedding_weight, semantic_weight, class_aware, dice_weight, count_weight) and config.data
+      (max_instances, num_classes, ignore_label); configs/default.py says what each means.
 
   Returns:
     (loss, metrics): float32 scalars "loss", "variance", "distance", "regularization", "semantic",
@@ -84,14 +82,14 @@ def total_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
   loss_cfg = config.loss
   options = discriminative_options(config)
   semantic_labels = None
-  if loss_cfg.get("class_aware", False):
+  if loss_cfg.class_aware:
     semantic_labels = batch["semantic"]
     options["num_classes"] = config.data.num_classes
   embedding_loss, aux = discriminative_loss(
       outputs["embedding"], batch["instances"], semantic_labels=semantic_labels, **options)
   sem_loss = semantic_loss(
       outputs["semantic_logits"], batch["semantic"], ignore_label=options["ignore_label"],
-      dice_weight=loss_cfg.get("dice_weight", 0.0))
+      dice_weight=loss_cfg.dice_weight)
   loss = loss_cfg.embedding_weight * embedding_loss + loss_cfg.semantic_weight * sem_loss
   metrics = {
       "variance": aux["variance"],
@@ -102,7 +100,7 @@ def total_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
   if "count" in outputs:
     count = counting_loss(outputs["count"], batch["num_instances"],
                           max_count=config.data.max_instances)
-    loss = loss + loss_cfg.get("count_weight", 1.0) * count
+    loss = loss + loss_cfg.count_weight * count
     metrics["count"] = count
   metrics["loss"] = loss
   return loss.astype(jnp.float32), {k: v.astype(jnp.float32) for k, v in metrics.items()}

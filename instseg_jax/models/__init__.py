@@ -21,6 +21,8 @@ from instseg_jax.models.reseg import ReSeg
 from instseg_jax.models.segnet import SegNet
 from instseg_jax.models.unet import UNet
 from instseg_jax.models.unet import UNetCBAM
+from instseg_jax.registry import check_choice
+from instseg_jax.registry import lookup
 
 MODELS = {
     "unet": UNet,
@@ -51,34 +53,33 @@ __all__ = [
 
 
 def create_model(config: ml_collections.ConfigDict) -> nn.Module:
-  """The model named by config.model.name, sized by config.model and config.data."""
-  name = config.model.name
-  if name not in MODELS:
-    raise ValueError(
-        f"config.model.name={name!r} is not a model; choose one of {sorted(MODELS)}")
-  if config.model.dtype not in DTYPES:
-    raise ValueError(
-        f"config.model.dtype={config.model.dtype!r}; choose one of {sorted(DTYPES)}")
+  """The model named by config.model.name, sized by config.model and config.data.
+
+  Raises:
+    ConfigError: a config.model field names no entry of its registry (MODELS, DTYPES,
+      layers.NORMS, renet.GATES, layers.POSITION_ENCODINGS); the message lists the valid ones.
+  """
   cfg = config.model
-  choices = {"norm": layers.NORMS, "cell": tuple(renet.GATES),
-             "position_encoding": layers.POSITION_ENCODINGS}
-  for field, allowed in choices.items():
-    if field in cfg and cfg[field] not in allowed:
-      raise ValueError(f"config.model.{field}={cfg[field]!r}; choose one of {sorted(allowed)}")
+  model = lookup(MODELS, cfg.name, "config.model.name")
+  dtype = lookup(DTYPES, cfg.dtype, "config.model.dtype")
+  # The layers check these too, but only when the model is first run: here a wrong name fails
+  # as the model is built, and names the config field.
+  check_choice("config.model.norm", cfg.norm, layers.NORMS)
+  check_choice("config.model.cell", cfg.cell, renet.GATES)
+  check_choice("config.model.position_encoding", cfg.position_encoding, layers.POSITION_ENCODINGS)
   options = dict(
       features=tuple(cfg.features),
       embedding_dim=cfg.embedding_dim,
       num_classes=config.data.num_classes,
-      dtype=DTYPES[cfg.dtype],
-      # .get: configs written before these options keep working.
-      norm=cfg.get("norm", "group"),
-      coord_conv=cfg.get("coord_conv", False),
-      position_encoding=cfg.get("position_encoding", "none"),
-      context_features=cfg.get("context_features", 0),
-      cell=cfg.get("cell", "lstm"),
-      remat=cfg.get("remat", False),
-      counter=cfg.get("counter", False),
+      dtype=dtype,
+      norm=cfg.norm,
+      coord_conv=cfg.coord_conv,
+      position_encoding=cfg.position_encoding,
+      context_features=cfg.context_features,
+      cell=cfg.cell,
+      remat=cfg.remat,
+      counter=cfg.counter,
   )
-  if name == "deeplabv3":
-    options["blocks"] = tuple(cfg.get("resnet_blocks", (2, 2, 2, 2)))
-  return MODELS[name](**options)
+  if cfg.name == "deeplabv3":
+    options["blocks"] = tuple(cfg.resnet_blocks)
+  return model(**options)

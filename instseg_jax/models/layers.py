@@ -6,7 +6,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-NORMS = ("group", "affine")
+from instseg_jax.registry import check_choice
+
+NORMS = ("group", "affine")  # the choices of `norm_layer` (config.model.norm)
 
 
 def num_groups(features: int, preferred: int = 8) -> int:
@@ -71,11 +73,10 @@ class GroupNorm(nn.Module):
 
 def norm_layer(norm: str, features: int, *, dtype: Any, name: str | None = None) -> nn.Module:
   """The normalisation named by `norm` (one of NORMS) for `features` channels."""
+  check_choice("norm", norm, NORMS)
   if norm == "group":
     return GroupNorm(num_groups(features), dtype=dtype, name=name)
-  if norm == "affine":
-    return Affine(dtype=dtype, name=name)
-  raise ValueError(f"norm={norm!r}; choose one of {NORMS}")
+  return Affine(dtype=dtype, name=name)
 
 
 class ConvNormAct(nn.Module):
@@ -212,7 +213,7 @@ def coordinate_channels(batch: int, height: int, width: int, dtype: Any = jnp.fl
   return jnp.broadcast_to(coords, (batch, height, width, 3))
 
 
-POSITION_ENCODINGS = ("none", "xy", "pixels", "sine")
+POSITION_ENCODINGS = ("none", "xy", "pixels", "sine")  # the kinds of `position_encoding`
 # "pixels": embedding units per pixel. 32 pixels per unit puts nuclei of 10-30 pixels within
 # the pull margin of their centre and nuclei a few diameters apart past the push margin.
 PIXELS_PER_UNIT = 32.0
@@ -228,8 +229,12 @@ def position_encoding(kind: str, height: int, width: int, dim: int) -> jax.Array
   wavelengths from twice the image size (so that one channel alone already
   orders the pixels) down to 4 pixels. "pixels" is "xy" in units of PIXELS_PER_UNIT pixels from
   the top-left corner: unlike "xy" it does not depend on the image size, so a model trained on
-  crops at the images' own scale ("native") sees the same encoding on a whole image.
+  crops at the images' own scale ("native") sees the same encoding on a whole image. "none" is
+  zeros.
   """
+  check_choice("position_encoding", kind, POSITION_ENCODINGS)
+  if kind == "none":
+    return jnp.zeros((height, width, dim), jnp.float32)
   if kind in ("xy", "pixels"):
     if kind == "xy":
       coords = coordinate_channels(1, height, width)[0, ..., :2]
@@ -238,17 +243,15 @@ def position_encoding(kind: str, height: int, width: int, dim: int) -> jax.Array
                             jnp.arange(width, dtype=jnp.float32), indexing="ij")
       coords = jnp.stack([yy, xx], axis=-1) / PIXELS_PER_UNIT
     return jnp.pad(coords[..., :dim], ((0, 0), (0, 0), (0, max(dim - 2, 0))))
-  if kind == "sine":
-    maps = []
-    for size, axis_len, axis in ((dim - dim // 2, height, 0), (dim // 2, width, 1)):
-      if size == 0:
-        continue
-      num_freqs = (size + 1) // 2
-      longest = 2.0 * max(axis_len, 2)
-      wavelengths = longest * (4.0 / longest) ** (jnp.arange(num_freqs) / max(num_freqs - 1, 1))
-      angles = 2 * jnp.pi * jnp.arange(axis_len, dtype=jnp.float32)[:, None] / wavelengths
-      enc = jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)[:, :size]
-      enc = enc[:, None, :] if axis == 0 else enc[None, :, :]
-      maps.append(jnp.broadcast_to(enc, (height, width, size)))
-    return jnp.concatenate(maps, axis=-1)
-  raise ValueError(f"position_encoding={kind!r}; choose one of {POSITION_ENCODINGS}")
+  maps = []
+  for size, axis_len, axis in ((dim - dim // 2, height, 0), (dim // 2, width, 1)):  # "sine"
+    if size == 0:
+      continue
+    num_freqs = (size + 1) // 2
+    longest = 2.0 * max(axis_len, 2)
+    wavelengths = longest * (4.0 / longest) ** (jnp.arange(num_freqs) / max(num_freqs - 1, 1))
+    angles = 2 * jnp.pi * jnp.arange(axis_len, dtype=jnp.float32)[:, None] / wavelengths
+    enc = jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)[:, :size]
+    enc = enc[:, None, :] if axis == 0 else enc[None, :, :]
+    maps.append(jnp.broadcast_to(enc, (height, width, size)))
+  return jnp.concatenate(maps, axis=-1)

@@ -197,7 +197,7 @@ def _encoder_params(config: ml_collections.ConfigDict, path: str) -> Params:
 
 def load_pretrained(params: Params, config: ml_collections.ConfigDict) -> Params:
   """`params` with the encoder from config.model.pretrained; unchanged when that is ""."""
-  path = config.model.get("pretrained", "")
+  path = config.model.pretrained
   if not path:
     return params
   return merge_pretrained(params, _encoder_params(config, path))

@@ -16,9 +16,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from instseg_jax.registry import check_choice
+
 Carry = tuple[jax.Array, ...]
 
-GATES = {"lstm": 4, "gru": 3}
+GATES = {"lstm": 4, "gru": 3}  # the cells (config.model.cell) and their gates per unit
 
 
 def _recurrent(h: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
@@ -99,8 +101,7 @@ class BiSweep(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    if self.cell not in GATES:
-      raise ValueError(f"cell={self.cell!r}; choose one of {sorted(GATES)}")
+    check_choice("cell", self.cell, GATES)
     num_seq, length, _ = x.shape
     width = GATES[self.cell] * self.hidden
     gates = nn.Dense(2 * width, dtype=self.dtype, name="input")(x)
