@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/circles
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint format bench clean
 
 $(VENV)/.installed-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,8 +14,17 @@ $(VENV)/.installed-%: pyproject.toml
 demo: $(VENV)/.installed-test
 	$(PY) -m instseg_jax.main --config=configs/circles.py --workdir=$(WORKDIR)
 
-test: $(VENV)/.installed-test
+test: lint
 	$(PY) -m pytest -q tests
+
+# Formatting and lint at one line width (pyproject.toml); `make format` fixes what it can.
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/pyink --check --quiet .
+	$(VENV)/bin/ruff check --quiet .
+
+format: $(VENV)/.installed-test
+	$(VENV)/bin/pyink --quiet .
+	$(VENV)/bin/ruff check --quiet --fix .
 
 bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/loss_bench.py

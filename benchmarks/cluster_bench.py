@@ -50,6 +50,7 @@ def _scenes(scenario: str, size: int, num_images: int, seed: int, count: int | N
 
 def _ari(truth: np.ndarray, pred: np.ndarray, fg: np.ndarray) -> float:
   from sklearn.metrics import adjusted_rand_score  # pylint: disable=g-import-not-at-top
+
   return float(adjusted_rand_score(truth[fg], pred[fg]))
 
 
@@ -60,37 +61,57 @@ def jax_child() -> None:
   def compile_seconds(size: int) -> float:
     emb = np.zeros((size, size, scenes.DIM), np.float32)
     start = time.perf_counter()
-    cluster.mean_shift.lower(emb, emb[..., 0] > 0, bandwidth=1.0,
-                             max_instances=MAX_INSTANCES.get(size, 128)).compile()
+    cluster.mean_shift.lower(
+        emb, emb[..., 0] > 0, bandwidth=1.0, max_instances=MAX_INSTANCES.get(size, 128)
+    ).compile()
     return time.perf_counter() - start
 
   compiled = set()
 
-  def run(scenario: str, size: int, num_images: int, seed: int, index: int, bandwidth: float,
-          count: int | None = None) -> dict:
+  def run(
+      scenario: str,
+      size: int,
+      num_images: int,
+      seed: int,
+      index: int,
+      bandwidth: float,
+      count: int | None = None,
+  ) -> dict:
     emb, fg, truth = _scenes(scenario, size, num_images, seed, count)[index]
     emb_d, fg_d = jax.device_put(emb), jax.device_put(fg)
     max_instances = MAX_INSTANCES.get(size, 128)
-    fn = lambda: cluster.mean_shift(emb_d, fg_d, bandwidth=bandwidth,
-                                    max_instances=max_instances)
+    fn = lambda: cluster.mean_shift(emb_d, fg_d, bandwidth=bandwidth, max_instances=max_instances)
     if size not in compiled:  # the compile is reported on its own
       jax.block_until_ready(fn())
       compiled.add(size)
     start = time.perf_counter()
     labels = np.asarray(jax.block_until_ready(fn()))
     seconds = time.perf_counter() - start
-    return {"s": seconds, "ari": _ari(truth, labels, fg), "k": int(labels.max()),
-            "true_k": int(truth.max()), "fg": float(fg.mean())}
+    return {
+        "s": seconds,
+        "ari": _ari(truth, labels, fg),
+        "k": int(labels.max()),
+        "true_k": int(truth.max()),
+        "fg": float(fg.mean()),
+    }
 
-  driver.serve({"run": run, "compile": compile_seconds,
-                "device": lambda: str(jax.devices()[0].device_kind)})
+  driver.serve(
+      {"run": run, "compile": compile_seconds, "device": lambda: str(jax.devices()[0].device_kind)}
+  )
 
 
 def sklearn_child() -> None:
   from sklearn.cluster import MeanShift  # pylint: disable=g-import-not-at-top
 
-  def run(scenario: str, size: int, num_images: int, seed: int, index: int, bandwidth: float,
-          count: int | None = None) -> dict:
+  def run(
+      scenario: str,
+      size: int,
+      num_images: int,
+      seed: int,
+      index: int,
+      bandwidth: float,
+      count: int | None = None,
+  ) -> dict:
     emb, fg, truth = _scenes(scenario, size, num_images, seed, count)[index]
     start = time.perf_counter()
     labels = np.zeros(fg.shape, np.int32)
@@ -101,30 +122,47 @@ def sklearn_child() -> None:
   driver.serve({"run": run})
 
 
-def compare(ours: driver.Child, peer: driver.Child, args, scenario: str, size: int,
-            bandwidth: float) -> dict:
+def compare(
+    ours: driver.Child, peer: driver.Child, args, scenario: str, size: int, bandwidth: float
+) -> dict:
   """Per image: median seconds over rounds of each side, and each side's ARI."""
-  times = {"ours": [[] for _ in range(args.num_images)],
-           "sklearn": [[] for _ in range(args.num_images)]}
+  times = {
+      "ours": [[] for _ in range(args.num_images)],
+      "sklearn": [[] for _ in range(args.num_images)],
+  }
   results = {}
   for r in range(args.rounds):
     for i in range(args.num_images):
       order = [("ours", ours), ("sklearn", peer)]
       for name, child in order if (r + i) % 2 == 0 else order[::-1]:
-        out = child.call("run", scenario=scenario, size=size, num_images=args.num_images,
-                         seed=args.seed, index=i, bandwidth=bandwidth)
+        out = child.call(
+            "run",
+            scenario=scenario,
+            size=size,
+            num_images=args.num_images,
+            seed=args.seed,
+            index=i,
+            bandwidth=bandwidth,
+        )
         times[name][i].append(out["s"])
         results[name, i] = out
   median = {name: np.array([np.median(t) for t in per_image]) for name, per_image in times.items()}
-  ari = {name: np.array([results[name, i]["ari"] for i in range(args.num_images)])
-         for name in times}
-  return {"ours_ms": 1e3 * median["ours"].mean(), "sklearn_ms": 1e3 * median["sklearn"].mean(),
-          "ratio": median["sklearn"].sum() / median["ours"].sum(),
-          "ari_ours": ari["ours"], "ari_sklearn": ari["sklearn"],
-          "worst": float(np.min(ari["ours"] - ari["sklearn"])),
-          "k": [(results["ours", i]["true_k"], results["ours", i]["k"], results["sklearn", i]["k"])
-                for i in range(args.num_images)],
-          "fg": [results["ours", i]["fg"] for i in range(args.num_images)]}
+  ari = {
+      name: np.array([results[name, i]["ari"] for i in range(args.num_images)]) for name in times
+  }
+  return {
+      "ours_ms": 1e3 * median["ours"].mean(),
+      "sklearn_ms": 1e3 * median["sklearn"].mean(),
+      "ratio": median["sklearn"].sum() / median["ours"].sum(),
+      "ari_ours": ari["ours"],
+      "ari_sklearn": ari["sklearn"],
+      "worst": float(np.min(ari["ours"] - ari["sklearn"])),
+      "k": [
+          (results["ours", i]["true_k"], results["ours", i]["k"], results["sklearn", i]["k"])
+          for i in range(args.num_images)
+      ],
+      "fg": [results["ours", i]["fg"] for i in range(args.num_images)],
+  }
 
 
 def main() -> None:
@@ -136,8 +174,12 @@ def main() -> None:
   parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
   parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
   parser.add_argument("--bandwidths", type=float, nargs="+", default=[1.0, 1.5])
-  parser.add_argument("--large", type=int, default=1024,
-                      help="side of the 500-nuclei image clustered by ours alone; 0 = skip")
+  parser.add_argument(
+      "--large",
+      type=int,
+      default=1024,
+      help="side of the 500-nuclei image clustered by ours alone; 0 = skip",
+  )
   parser.add_argument("--tiny", action="store_true", help="a smoke test of a few seconds")
   args = parser.parse_args()
   if args.child:
@@ -148,26 +190,33 @@ def main() -> None:
   script = os.path.abspath(__file__)
   ours = driver.Child(script, ["--child=jax"], args.threads)
   peer = driver.Child(script, ["--child=sklearn"], args.threads)
-  print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {driver.machine()}; jax on "
-        f"{ours.call('device')}; {args.threads} threads per process; load average "
-        f"{os.getloadavg()[0]:.2f}; {args.num_images} images per case, {args.rounds} rounds",
-        flush=True)
-  print("\n| layout | size | bandwidth | ours ms/image | sklearn ms/image | ours faster by | "
-        "ARI ours (mean / min) | ARI sklearn (mean / min) | worst ours - sklearn | "
-        "instances true / ours / sklearn |")
+  print(
+      f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {driver.machine()}; jax on "
+      f"{ours.call('device')}; {args.threads} threads per process; load average "
+      f"{os.getloadavg()[0]:.2f}; {args.num_images} images per case, {args.rounds} rounds",
+      flush=True,
+  )
+  print(
+      "\n| layout | size | bandwidth | ours ms/image | sklearn ms/image | ours faster by | "
+      "ARI ours (mean / min) | ARI sklearn (mean / min) | worst ours - sklearn | "
+      "instances true / ours / sklearn |"
+  )
   print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
   for size in args.sizes:
     for scenario in scenes.SCENARIOS:
       for bandwidth in args.bandwidths:
         row = compare(ours, peer, args, scenario, size, bandwidth)
         ks = row["k"]
-        print(f"| {scenario} | {size} | {bandwidth} | {row['ours_ms']:.1f} | "
-              f"{row['sklearn_ms']:.0f} | {row['ratio']:.0f}x | "
-              f"{row['ari_ours'].mean():.3f} / {row['ari_ours'].min():.3f} | "
-              f"{row['ari_sklearn'].mean():.3f} / {row['ari_sklearn'].min():.3f} | "
-              f"{row['worst']:+.3f} | {min(k[0] for k in ks)}-{max(k[0] for k in ks)} / "
-              f"{min(k[1] for k in ks)}-{max(k[1] for k in ks)} / "
-              f"{min(k[2] for k in ks)}-{max(k[2] for k in ks)} |", flush=True)
+        print(
+            f"| {scenario} | {size} | {bandwidth} | {row['ours_ms']:.1f} | "
+            f"{row['sklearn_ms']:.0f} | {row['ratio']:.0f}x | "
+            f"{row['ari_ours'].mean():.3f} / {row['ari_ours'].min():.3f} | "
+            f"{row['ari_sklearn'].mean():.3f} / {row['ari_sklearn'].min():.3f} | "
+            f"{row['worst']:+.3f} | {min(k[0] for k in ks)}-{max(k[0] for k in ks)} / "
+            f"{min(k[1] for k in ks)}-{max(k[1] for k in ks)} / "
+            f"{min(k[2] for k in ks)}-{max(k[2] for k in ks)} |",
+            flush=True,
+        )
   peer.close()
 
   print("\nours over bandwidths (ms/image, median over rounds, mean over images):")
@@ -177,11 +226,23 @@ def main() -> None:
     for scenario in scenes.SCENARIOS:
       cells = []
       for bandwidth in SWEEP:
-        per_image = [np.median([ours.call("run", scenario=scenario, size=size,
-                                          num_images=args.num_images, seed=args.seed, index=i,
-                                          bandwidth=bandwidth)["s"]
-                                for _ in range(args.rounds)])
-                     for i in range(args.num_images)]
+        per_image = [
+            np.median(
+                [
+                    ours.call(
+                        "run",
+                        scenario=scenario,
+                        size=size,
+                        num_images=args.num_images,
+                        seed=args.seed,
+                        index=i,
+                        bandwidth=bandwidth,
+                    )["s"]
+                    for _ in range(args.rounds)
+                ]
+            )
+            for i in range(args.num_images)
+        ]
         cells.append(f"{1e3 * np.mean(per_image):.1f}")
       print(f"| {scenario} | {size} | " + " | ".join(cells) + " |", flush=True)
   ours.close()
@@ -195,14 +256,27 @@ def main() -> None:
   if args.large:
     fresh = driver.Child(script, ["--child=jax"], args.threads)
     for bandwidth in args.bandwidths:
-      out = [fresh.call("run", scenario="nuclei", size=args.large, num_images=1, seed=args.seed,
-                        index=0, bandwidth=bandwidth, count=500)
-             for _ in range(args.rounds)]
-      print(f"{args.large}x{args.large}, {out[0]['true_k']} nuclei ({100 * out[0]['fg']:.0f} % "
-            f"foreground), bandwidth {bandwidth}, max_instances="
-            f"{MAX_INSTANCES.get(args.large, 128)}: "
-            f"{1e3 * np.median([o['s'] for o in out]):.0f} ms, {out[0]['k']} found, "
-            f"ARI {out[0]['ari']:.4f}", flush=True)
+      out = [
+          fresh.call(
+              "run",
+              scenario="nuclei",
+              size=args.large,
+              num_images=1,
+              seed=args.seed,
+              index=0,
+              bandwidth=bandwidth,
+              count=500,
+          )
+          for _ in range(args.rounds)
+      ]
+      print(
+          f"{args.large}x{args.large}, {out[0]['true_k']} nuclei ({100 * out[0]['fg']:.0f} % "
+          f"foreground), bandwidth {bandwidth}, max_instances="
+          f"{MAX_INSTANCES.get(args.large, 128)}: "
+          f"{1e3 * np.median([o['s'] for o in out]):.0f} ms, {out[0]['k']} found, "
+          f"ARI {out[0]['ari']:.4f}",
+          flush=True,
+      )
     fresh.close()
 
 

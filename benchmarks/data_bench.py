@@ -44,20 +44,16 @@ BATCH = 8
 def data_sets(choice: str) -> dict[str, tuple[str, str, str]]:
   """name -> (config module, builder config, manual_dir) for `choice`."""
   found = {}
-  if choice in ("auto", "cvppp") and os.path.isdir(
-      os.path.join(SHARED, "cvppp_a1_train")):
+  if choice in ("auto", "cvppp") and os.path.isdir(os.path.join(SHARED, "cvppp_a1_train")):
     found["cvppp"] = ("cvppp", "A1", os.path.join(SHARED, "cvppp_a1_train"))
-  if choice in ("auto", "dsb2018") and os.path.isdir(
-      os.path.join(SHARED, "dsb2018")):
+  if choice in ("auto", "dsb2018") and os.path.isdir(os.path.join(SHARED, "dsb2018")):
     found["dsb2018"] = ("dsb2018", "default", os.path.join(SHARED, "dsb2018"))
   if choice == "sample" or not found:
-    found["sample"] = ("dsb2018", "default",
-                       os.path.join(REPO, "third_party", "dsb2018_sample"))
+    found["sample"] = ("dsb2018", "default", os.path.join(REPO, "third_party", "dsb2018_sample"))
   return found
 
 
-def make_config(module: str, builder_config: str, manual_dir: str,
-                data_dir: str, *, threads: int):
+def make_config(module: str, builder_config: str, manual_dir: str, data_dir: str, *, threads: int):
   config = importlib.import_module(f"configs.{module}").get_config()
   config.data.builder_config = builder_config
   config.data.manual_dir = manual_dir
@@ -77,6 +73,7 @@ def make_config(module: str, builder_config: str, manual_dir: str,
 def time_pipeline(config, *, batches: int) -> float:
   """Images per second of train_iterator after a warm-up."""
   from instseg_jax.data import pipeline
+
   iterator = pipeline.train_iterator(config, data_dir=None)
   for _ in range(3):
     next(iterator)
@@ -91,8 +88,8 @@ def time_stages(config, *, count: int) -> dict[str, float]:
   """Milliseconds per image of each stage, one thread, no prefetch."""
   from instseg_jax.data import pipeline
   from instseg_jax.data import transforms
-  source = pipeline.prepare(config, data_dir=None).as_data_source(
-      split=config.data.train_split)
+
+  source = pipeline.prepare(config, data_dir=None).as_data_source(split=config.data.train_split)
   options = pipeline.augment_options(config)
   totals = {"read+decode": 0.0, "augment": 0.0, "finalize": 0.0}
   for i in range(count):
@@ -125,8 +122,7 @@ def train_step_child(steps: int) -> None:
   config.data.image_size = SIZE
   config.train.batch_size = BATCH
   model = models.create_model(config)
-  state = jax.jit(functools.partial(
-      state_lib.create_train_state, model, config))(jax.random.key(0))
+  state = jax.jit(functools.partial(state_lib.create_train_state, model, config))(jax.random.key(0))
   rng = np.random.default_rng(0)
   labels = rng.integers(0, 17, (BATCH,) + SIZE).astype(np.int32)
   batch = {
@@ -137,8 +133,11 @@ def train_step_child(steps: int) -> None:
   }
   batch = jax.device_put(batch)
   # Compiled as train.py compiles it.
-  step = jax.jit(functools.partial(train_step.train_step, config=config),
-                 donate_argnums=0, compiler_options=models.compiler_options())
+  step = jax.jit(
+      functools.partial(train_step.train_step, config=config),
+      donate_argnums=0,
+      compiler_options=models.compiler_options(),
+  )
   key = jax.random.key(1)
   for _ in range(2):
     state, metrics = step(state, batch, key)
@@ -148,46 +147,49 @@ def train_step_child(steps: int) -> None:
     state, metrics = step(state, batch, key)
   jax.block_until_ready(metrics)
   seconds = (time.perf_counter() - start) / steps
-  print(json.dumps({"seconds_per_step": seconds,
-                    "images_per_second": BATCH / seconds,
-                    "model": config.model.name,
-                    "features": list(config.model.features)}))
+  print(
+      json.dumps(
+          {
+              "seconds_per_step": seconds,
+              "images_per_second": BATCH / seconds,
+              "model": config.model.name,
+              "features": list(config.model.features),
+          }
+      )
+  )
 
 
 def time_train_step(steps: int) -> dict[str, float]:
   env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
   out = subprocess.run(
-      [sys.executable, os.path.abspath(__file__), "--child_train_step",
-       f"--steps={steps}"],
-      check=True, capture_output=True, text=True, cwd=REPO, env=env)
+      [sys.executable, os.path.abspath(__file__), "--child_train_step", f"--steps={steps}"],
+      check=True,
+      capture_output=True,
+      text=True,
+      cwd=REPO,
+      env=env,
+  )
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--data", default="auto",
-                      choices=["auto", "cvppp", "dsb2018", "sample"])
-  parser.add_argument("--batches", type=int, default=30,
-                      help="timed batches of 8 per measurement")
-  parser.add_argument("--steps", type=int, default=5,
-                      help="timed train steps")
+  parser.add_argument("--data", default="auto", choices=["auto", "cvppp", "dsb2018", "sample"])
+  parser.add_argument("--batches", type=int, default=30, help="timed batches of 8 per measurement")
+  parser.add_argument("--steps", type=int, default=5, help="timed train steps")
   parser.add_argument("--skip_train_step", action="store_true")
-  parser.add_argument("--child_train_step", action="store_true",
-                      help=argparse.SUPPRESS)
+  parser.add_argument("--child_train_step", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child_train_step:
     train_step_child(args.steps)
     return
 
-  results = {"cpu_count": os.cpu_count(), "image_size": list(SIZE),
-             "batch": BATCH, "data": {}}
+  results = {"cpu_count": os.cpu_count(), "image_size": list(SIZE), "batch": BATCH, "data": {}}
   with tempfile.TemporaryDirectory(prefix="data_bench_") as data_dir:
-    for name, (module, builder_config, manual_dir) in data_sets(
-        args.data).items():
+    for name, (module, builder_config, manual_dir) in data_sets(args.data).items():
       row = {}
       for threads in (1, 2):
-        config = make_config(module, builder_config, manual_dir, data_dir,
-                             threads=threads)
+        config = make_config(module, builder_config, manual_dir, data_dir, threads=threads)
         rate = time_pipeline(config, batches=args.batches)
         row[f"images_per_second_{threads}_threads"] = round(rate, 1)
       row["ms_per_image_one_thread"] = time_stages(config, count=40)
@@ -195,19 +197,24 @@ def main() -> None:
       print(f"{name}: {json.dumps(row)}", flush=True)
   if not args.skip_train_step:
     step = time_train_step(args.steps)
-    results["train_step"] = {k: (round(v, 3) if isinstance(v, float) else v)
-                             for k, v in step.items()}
-    print(f"train step ({step['model']} {step['features']}, {SIZE[0]}x"
-          f"{SIZE[1]}, batch {BATCH}): {step['seconds_per_step']:.3f} s, "
-          f"{step['images_per_second']:.1f} images/s", flush=True)
+    results["train_step"] = {
+        k: (round(v, 3) if isinstance(v, float) else v) for k, v in step.items()
+    }
+    print(
+        f"train step ({step['model']} {step['features']}, {SIZE[0]}x"
+        f"{SIZE[1]}, batch {BATCH}): {step['seconds_per_step']:.3f} s, "
+        f"{step['images_per_second']:.1f} images/s",
+        flush=True,
+    )
     for name, row in results["data"].items():
-      best = max(row["images_per_second_1_threads"],
-                 row["images_per_second_2_threads"])
+      best = max(row["images_per_second_1_threads"], row["images_per_second_2_threads"])
       ratio = best / step["images_per_second"]
       row["ratio_to_train_step"] = round(ratio, 2)
-      print(f"{name}: pipeline {best:.1f} images/s = {ratio:.1f}x the train "
-            f"step ({'meets' if ratio >= 2 else 'BELOW'} the 2x target)",
-            flush=True)
+      print(
+          f"{name}: pipeline {best:.1f} images/s = {ratio:.1f}x the train "
+          f"step ({'meets' if ratio >= 2 else 'BELOW'} the 2x target)",
+          flush=True,
+      )
   print(json.dumps(results))
 
 

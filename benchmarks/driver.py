@@ -39,9 +39,13 @@ class Child:
     cores = sorted(os.sched_getaffinity(0))[:threads]
     self.name = " ".join(args)
     self.proc = subprocess.Popen(
-        [sys.executable, os.path.abspath(script), *args], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, text=True, env=env,
-        preexec_fn=lambda: os.sched_setaffinity(0, cores))
+        [sys.executable, os.path.abspath(script), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: os.sched_setaffinity(0, cores),
+    )
     self._read()
 
   def _read(self) -> Any:

@@ -41,7 +41,8 @@ FLAGS = flags.FLAGS
 def _records(config):
   """(file name relative to manual_dir, record) of every eval-split example, in order."""
   source = pipeline.prepare(config, data_dir=config.data.data_dir or None).as_data_source(
-      split=config.data.eval_split)
+      split=config.data.eval_split
+  )
   for i in range(len(source)):
     name = source[i]["file_name"]
     yield (name.decode() if isinstance(name, bytes) else str(name)), i
@@ -67,7 +68,9 @@ def score(config, folder: str) -> dict:
     stem = os.path.splitext(os.path.basename(example["id"]))[0]
     path = os.path.join(folder, f"{stem}_labels.png")
     if not os.path.isfile(path):
-      candidates = [n for n in os.listdir(folder) if n.startswith(stem) and n.endswith("_labels.png")]
+      candidates = [
+          n for n in os.listdir(folder) if n.startswith(stem) and n.endswith("_labels.png")
+      ]
       path = os.path.join(folder, candidates[0]) if len(candidates) == 1 else path
     gt = example["instances"]
     if os.path.isfile(path):
@@ -79,8 +82,12 @@ def score(config, folder: str) -> dict:
       predicted = np.zeros_like(gt)
     accumulator.add(example["id"], predicted, gt, ignore=gt < 0)
     matches.add(np.maximum(gt, 0), np.where(gt < 0, 0, predicted))
-  return {"images": len(accumulator), "missing": missing, **accumulator.summary(),
-          **matches.summary()}
+  return {
+      "images": len(accumulator),
+      "missing": missing,
+      **accumulator.summary(),
+      **matches.summary(),
+  }
 
 
 def main(argv):

@@ -60,7 +60,7 @@ def make_batch(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     seeds = rng.uniform(0, [HEIGHT, WIDTH], size=(INSTANCES, 2))
     d2 = (yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2
     nearest = np.argmin(d2, axis=-1)
-    labels[b] = np.where(np.min(d2, axis=-1) < 30.0 ** 2, nearest + 1, 0)
+    labels[b] = np.where(np.min(d2, axis=-1) < 30.0**2, nearest + 1, 0)
   embeddings = rng.normal(size=(BATCH, HEIGHT, WIDTH, DIM)).astype(np.float32)
   return embeddings, labels
 
@@ -71,8 +71,13 @@ def _jax_runner(embeddings, labels):
   from instseg_jax.losses import discriminative_loss
 
   loss_fn = lambda x, y: discriminative_loss(
-      x, y, pull_margin=PULL_MARGIN, push_margin=PUSH_MARGIN,
-      regularization_weight=REGULARIZATION_WEIGHT, max_instances=INSTANCES)[0]
+      x,
+      y,
+      pull_margin=PULL_MARGIN,
+      push_margin=PUSH_MARGIN,
+      regularization_weight=REGULARIZATION_WEIGHT,
+      max_instances=INSTANCES,
+  )[0]
   step = jax.jit(jax.value_and_grad(loss_fn))
   x, y = jnp.asarray(embeddings), jnp.asarray(labels)
 
@@ -142,8 +147,7 @@ def _torch_vec_loss(emb, labels):
   means = sums / counts.clamp(min=1)[:, None]
   dist = torch.linalg.vector_norm(e - means[seg], dim=1)
   pull_px = torch.clamp(dist - PULL_MARGIN, min=0).pow(2)
-  pull_seg = torch.zeros(batch * k, device=device).index_add_(0, seg, pull_px) / counts.clamp(
-      min=1)
+  pull_seg = torch.zeros(batch * k, device=device).index_add_(0, seg, pull_px) / counts.clamp(min=1)
   present = (counts > 0).view(batch, k).clone()
   present[:, 0] = False
   c = present.sum(1).to(e.dtype)
@@ -207,14 +211,30 @@ def _child(framework, iters, warmup, threads, dump=None):
     env["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1"
   if framework in ("jax", FLOOR) and DEVICE == "cpu":
     env.setdefault("JAX_PLATFORMS", "cpu")
-  cmd = [sys.executable, os.path.abspath(__file__), f"--framework={framework}",
-         f"--iters={iters}", f"--warmup={warmup}", f"--threads={threads}", f"--batch={BATCH}",
-         f"--size={HEIGHT}", f"--dim={DIM}", f"--instances={INSTANCES}", f"--device={DEVICE}"]
+  cmd = [
+      sys.executable,
+      os.path.abspath(__file__),
+      f"--framework={framework}",
+      f"--iters={iters}",
+      f"--warmup={warmup}",
+      f"--threads={threads}",
+      f"--batch={BATCH}",
+      f"--size={HEIGHT}",
+      f"--dim={DIM}",
+      f"--instances={INSTANCES}",
+      f"--device={DEVICE}",
+  ]
   if dump:
     cmd.append(f"--dump={dump}")
   cores = sorted(os.sched_getaffinity(0))[:threads]
-  out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True,
-                       preexec_fn=lambda: os.sched_setaffinity(0, cores))
+  out = subprocess.run(
+      cmd,
+      env=env,
+      check=True,
+      capture_output=True,
+      text=True,
+      preexec_fn=lambda: os.sched_setaffinity(0, cores),
+  )
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -245,36 +265,50 @@ def drive(rounds: int, iters: int, warmup: int, threads: int) -> None:
     for fw in FRAMEWORKS + (FLOOR,):
       n = max(2, iters // 4) if fw == "torch_loop" else iters
       per_round[fw].append(np.median(_child(fw, n, warmup, threads)["times_ms"]))
-    print(f"round {r + 1}/{rounds}: " + ", ".join(
-        f"{fw} {per_round[fw][-1]:.1f} ms" for fw in FRAMEWORKS + (FLOOR,)), flush=True)
+    print(
+        f"round {r + 1}/{rounds}: "
+        + ", ".join(f"{fw} {per_round[fw][-1]:.1f} ms" for fw in FRAMEWORKS + (FLOOR,)),
+        flush=True,
+    )
   med = {fw: float(np.median(v)) for fw, v in per_round.items()}
   # Each round runs the three back to back, so its ratios see the same machine load.
-  ratio = {fw: float(np.median(np.array(per_round[fw]) / np.array(per_round["jax"])))
-           for fw in FRAMEWORKS}
-  print(f"\nB={BATCH} {HEIGHT}x{WIDTH} D={DIM} {INSTANCES} instances/image, forward+backward, "
-        f"{threads} thread(s), median of {rounds} rounds"
-        + (", huge pages" if _HUGEPAGES else ""))
+  ratio = {
+      fw: float(np.median(np.array(per_round[fw]) / np.array(per_round["jax"])))
+      for fw in FRAMEWORKS
+  }
+  print(
+      f"\nB={BATCH} {HEIGHT}x{WIDTH} D={DIM} {INSTANCES} instances/image, forward+backward, "
+      f"{threads} thread(s), median of {rounds} rounds" + (", huge pages" if _HUGEPAGES else "")
+  )
   print(f"{'implementation':<12} {'ms':>9} {'x jax (medians)':>16} {'x jax (per round)':>18}")
   for fw in FRAMEWORKS:
     print(f"{fw:<12} {med[fw]:>9.1f} {med[fw] / med['jax']:>16.1f} {ratio[fw]:>18.1f}")
   megabytes = BATCH * HEIGHT * WIDTH * DIM * 4 / 1e6
-  print(f"floor: jitted x * 2 of the embeddings (read {megabytes:.1f} MB, write a fresh "
-        f"{megabytes:.1f} MB) takes {med[FLOOR]:.1f} ms; our loss takes "
-        f"{med['jax'] / med[FLOOR]:.1f}x that")
+  print(
+      f"floor: jitted x * 2 of the embeddings (read {megabytes:.1f} MB, write a fresh "
+      f"{megabytes:.1f} MB) takes {med[FLOOR]:.1f} ms; our loss takes "
+      f"{med['jax'] / med[FLOOR]:.1f}x that"
+  )
   if PEAK_GBPS:
     # The least any forward+backward moves: the embeddings and labels read, the gradient written.
     moved = 2 * megabytes + BATCH * HEIGHT * WIDTH * 4 / 1e6
     floor_ms = moved / PEAK_GBPS  # MB / (GB/s) = ms
-    print(f"bandwidth floor: {moved:.0f} MB at the device's peak {PEAK_GBPS:.0f} GB/s takes "
-          f"{floor_ms:.2f} ms; our loss takes {med['jax'] / floor_ms:.1f}x that, the jitted "
-          f"x * 2 {med[FLOOR] / floor_ms:.1f}x")
+    print(
+        f"bandwidth floor: {moved:.0f} MB at the device's peak {PEAK_GBPS:.0f} GB/s takes "
+        f"{floor_ms:.2f} ms; our loss takes {med['jax'] / floor_ms:.1f}x that, the jitted "
+        f"x * 2 {med[FLOOR] / floor_ms:.1f}x"
+    )
 
 
 def main() -> None:
   global _HUGEPAGES, BATCH, HEIGHT, WIDTH, DIM, INSTANCES, DEVICE, PEAK_GBPS
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--framework", choices=FRAMEWORKS + (FLOOR,), default=None,
-                      help="time one framework in this process; default: drive all three")
+  parser.add_argument(
+      "--framework",
+      choices=FRAMEWORKS + (FLOOR,),
+      default=None,
+      help="time one framework in this process; default: drive all three",
+  )
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--iters", type=int, default=20)
   parser.add_argument("--warmup", type=int, default=3)
@@ -285,16 +319,28 @@ def main() -> None:
   parser.add_argument("--dim", type=int, default=DIM)
   parser.add_argument("--instances", type=int, default=INSTANCES)
   parser.add_argument("--device", default=DEVICE, help="cpu, or cuda for a GPU")
-  parser.add_argument("--peak_gbps", type=float, default=PEAK_GBPS,
-                      help="the device's peak memory bandwidth, GB/s (0 = not reported)")
-  parser.add_argument("--hugepages", action="store_true",
-                      help="run every framework with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 "
-                      "(transparent huge pages for large allocations: fewer page faults on the "
-                      "fresh 33 MB buffers both frameworks allocate per step)")
+  parser.add_argument(
+      "--peak_gbps",
+      type=float,
+      default=PEAK_GBPS,
+      help="the device's peak memory bandwidth, GB/s (0 = not reported)",
+  )
+  parser.add_argument(
+      "--hugepages",
+      action="store_true",
+      help="run every framework with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 "
+      "(transparent huge pages for large allocations: fewer page faults on the "
+      "fresh 33 MB buffers both frameworks allocate per step)",
+  )
   args = parser.parse_args()
   _HUGEPAGES = args.hugepages
-  BATCH, HEIGHT, WIDTH, DIM, INSTANCES = (args.batch, args.size, args.size, args.dim,
-                                          args.instances)
+  BATCH, HEIGHT, WIDTH, DIM, INSTANCES = (
+      args.batch,
+      args.size,
+      args.size,
+      args.dim,
+      args.instances,
+  )
   DEVICE, PEAK_GBPS = args.device, args.peak_gbps
   if args.framework:
     print(json.dumps(run_one(args.framework, args.iters, args.warmup, args.threads, args.dump)))

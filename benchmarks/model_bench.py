@@ -92,8 +92,7 @@ def _jax_step(name: str):
     compiled = jax.jit(train_step, donate_argnums=(0, 1), compiler_options=options)
 
     def step():
-      state["params"], state["opt"], loss = compiled(state["params"], state["opt"], images,
-                                                     labels)
+      state["params"], state["opt"], loss = compiled(state["params"], state["opt"], images, labels)
       jax.block_until_ready(loss)
 
     return step
@@ -122,12 +121,15 @@ def _unet_with_flax_layers(config):
           skips.append(x)
           x = nn.max_pool(x, (2, 2), strides=(2, 2))
       for depth in reversed(range(len(self.features) - 1)):
-        x = nn.ConvTranspose(self.features[depth], (2, 2), strides=(2, 2),
-                             name=f"upsample_{depth}")(x)
+        x = nn.ConvTranspose(
+            self.features[depth], (2, 2), strides=(2, 2), name=f"upsample_{depth}"
+        )(x)
         x = layers.DoubleConv(self.features[depth], name=f"up_{depth}")(
-            jnp.concatenate([x, skips[depth]], axis=-1))
-      return heads.InstanceHeads(config.model.embedding_dim, config.data.num_classes,
-                                 name="heads")(x)
+            jnp.concatenate([x, skips[depth]], axis=-1)
+        )
+      return heads.InstanceHeads(config.model.embedding_dim, config.data.num_classes, name="heads")(
+          x
+      )
 
   return FlaxLayersUNet(tuple(config.model.features))
 
@@ -159,8 +161,7 @@ def _torch_step(threads: int):
     # Mixed precision as PyTorch users get it: float32 weights, bfloat16 compute under autocast.
     with torch.autocast(device_type, dtype=torch.bfloat16, enabled=DTYPE == "bfloat16"):
       embedding, semantic = model(images)
-      loss = embedding.float().pow(2).mean() + nn.functional.cross_entropy(semantic.float(),
-                                                                           labels)
+      loss = embedding.float().pow(2).mean() + nn.functional.cross_entropy(semantic.float(), labels)
     loss.backward()
     optimizer.step()
     if device_type == "cuda":
@@ -177,8 +178,17 @@ def child(spec: str, threads: int, warmup: int) -> None:
   for step in steps.values():
     for _ in range(warmup):
       step()
-  print(json.dumps({"ready": spec, "params": int(count), "variants": sorted(steps),
-                    "setup_s": time.perf_counter() - start}), flush=True)
+  print(
+      json.dumps(
+          {
+              "ready": spec,
+              "params": int(count),
+              "variants": sorted(steps),
+              "setup_s": time.perf_counter() - start,
+          }
+      ),
+      flush=True,
+  )
   for line in sys.stdin:
     if not line.startswith("run"):
       break
@@ -204,11 +214,23 @@ class Child:
     cores = sorted(os.sched_getaffinity(0))[:threads]
     self.spec = spec
     self.proc = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), f"--child={spec}", f"--threads={threads}",
-         f"--warmup={warmup}", f"--batch={BATCH}", f"--size={SIZE}", f"--dtype={DTYPE}",
-         f"--device={DEVICE}"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-        preexec_fn=lambda: os.sched_setaffinity(0, cores))
+        [
+            sys.executable,
+            os.path.abspath(__file__),
+            f"--child={spec}",
+            f"--threads={threads}",
+            f"--warmup={warmup}",
+            f"--batch={BATCH}",
+            f"--size={SIZE}",
+            f"--dtype={DTYPE}",
+            f"--device={DEVICE}",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: os.sched_setaffinity(0, cores),
+    )
     self.info = self._read()
 
   def _read(self) -> dict:
@@ -232,10 +254,14 @@ def bench_models(threads: int, iters: int, warmup: int) -> None:
   sys.path.insert(0, REPO)
   from instseg_jax import models
 
-  print(f"Part 1: train step, batch {BATCH} of {SIZE}x{SIZE}, {threads} thread(s), median of "
-        f"{iters} steps per variant (the two variants alternate step by step)")
-  print(f"{'model':<12} {'parameters':>11} {'default ms':>11} {'no_ynn ms':>10} {'setup s':>8}",
-        flush=True)
+  print(
+      f"Part 1: train step, batch {BATCH} of {SIZE}x{SIZE}, {threads} thread(s), median of "
+      f"{iters} steps per variant (the two variants alternate step by step)"
+  )
+  print(
+      f"{'model':<12} {'parameters':>11} {'default ms':>11} {'no_ynn ms':>10} {'setup s':>8}",
+      flush=True,
+  )
   for name in models.MODELS:
     proc = Child(f"jax:{name}", threads, warmup)
     times = {"default": [], "no_ynn": []}
@@ -243,8 +269,11 @@ def bench_models(threads: int, iters: int, warmup: int) -> None:
       for variant, values in times.items():
         values += proc.run(1, variant)
     proc.close()
-    print(f"{name:<12} {proc.info['params']:>11,} {np.median(times['default']):>11.0f} "
-          f"{np.median(times['no_ynn']):>10.0f} {proc.info['setup_s']:>8.0f}", flush=True)
+    print(
+        f"{name:<12} {proc.info['params']:>11,} {np.median(times['default']):>11.0f} "
+        f"{np.median(times['no_ynn']):>10.0f} {proc.info['setup_s']:>8.0f}",
+        flush=True,
+    )
 
 
 def bench_unet(threads: int, rounds: int, iters: int, warmup: int, pair: tuple[str, ...]) -> None:
@@ -258,20 +287,29 @@ def bench_unet(threads: int, rounds: int, iters: int, warmup: int, pair: tuple[s
   for r in range(rounds):
     for p, v in rows:
       per_round[label(p, v)].append(float(np.median(p.run(iters, v))))
-    print(f"round {r + 1}/{rounds}: " + ", ".join(
-        f"{name} {values[-1]:.0f} ms" for name, values in per_round.items()), flush=True)
+    print(
+        f"round {r + 1}/{rounds}: "
+        + ", ".join(f"{name} {values[-1]:.0f} ms" for name, values in per_round.items()),
+        flush=True,
+    )
   for p in procs:
     p.close()
   ours = np.array(per_round["jax:unet"])
-  print(f"\nPart 2: UNet ({counts['jax:unet']:,} parameters each), train step, batch {BATCH} "
-        f"of {SIZE}x{SIZE}, {DTYPE} on {DEVICE}, {threads} thread(s), median over {rounds} rounds "
-        f"of the median of {iters} steps")
-  print(f"{'implementation':<30} {'step ms':>9} {'/ jax:unet (medians)':>21} "
-        f"{'/ jax:unet (per round)':>23}")
+  print(
+      f"\nPart 2: UNet ({counts['jax:unet']:,} parameters each), train step, batch {BATCH} "
+      f"of {SIZE}x{SIZE}, {DTYPE} on {DEVICE}, {threads} thread(s), median over {rounds} rounds "
+      f"of the median of {iters} steps"
+  )
+  print(
+      f"{'implementation':<30} {'step ms':>9} {'/ jax:unet (medians)':>21} "
+      f"{'/ jax:unet (per round)':>23}"
+  )
   for name, values in per_round.items():
     values = np.array(values)
-    print(f"{name:<30} {np.median(values):>9.0f} {np.median(values) / np.median(ours):>21.2f} "
-          f"{np.median(values / ours):>23.2f}")
+    print(
+        f"{name:<30} {np.median(values):>9.0f} {np.median(values) / np.median(ours):>21.2f} "
+        f"{np.median(values / ours):>23.2f}"
+    )
 
 
 def main() -> None:
@@ -284,8 +322,11 @@ def main() -> None:
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--skip-models", action="store_true", help="only part 2")
   parser.add_argument("--skip-unet", action="store_true", help="only part 1")
-  parser.add_argument("--skip-flax-layers", action="store_true",
-                      help="part 2 without our UNet built of flax's layers")
+  parser.add_argument(
+      "--skip-flax-layers",
+      action="store_true",
+      help="part 2 without our UNet built of flax's layers",
+  )
   parser.add_argument("--batch", type=int, default=BATCH)
   parser.add_argument("--size", type=int, default=SIZE, help="height and width")
   parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=DTYPE)

@@ -57,6 +57,7 @@ TINY_MIXED = ((48, 48), (48, 64), (56, 56), (64, 80))
 def _config(tiny: bool):
   from configs import dsb2018  # pylint: disable=g-import-not-at-top
   from configs import tiny as tiny_config  # pylint: disable=g-import-not-at-top
+
   config = dsb2018.get_config()
   if tiny:
     small = tiny_config.get_config()
@@ -68,14 +69,14 @@ def _config(tiny: bool):
 def _render(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
   """(H, W, 3) uint8: nuclei of varied brightness, blurred edges and noise on a dark ground."""
   from scipy import ndimage  # pylint: disable=g-import-not-at-top
+
   brightness = np.concatenate([[0.05], rng.uniform(0.4, 0.9, labels.max())])
   image = ndimage.gaussian_filter(brightness[labels], 1.0) + rng.normal(0, 0.03, labels.shape)
   grey = (np.clip(image, 0, 1) * 255).astype(np.uint8)
   return np.stack([grey // 3, grey // 2, grey], axis=-1)  # a stain's tint
 
 
-def write_folders(root: str, sizes: dict[str, list[tuple[int, int]]], dim: int,
-                  seed: int) -> None:
+def write_folders(root: str, sizes: dict[str, list[tuple[int, int]]], dim: int, seed: int) -> None:
   """root/<folder>/<stem>.png, and the truth and embeddings in root/<folder>_truth/<stem>.npz."""
   rng = np.random.default_rng(seed)
   for folder, shapes in sizes.items():
@@ -86,14 +87,17 @@ def write_folders(root: str, sizes: dict[str, list[tuple[int, int]]], dim: int,
       embedding = scenes.embeddings(rng, labels, dim=dim)
       stem = f"nuclei{i:02d}_{shape[0]}x{shape[1]}"
       Image.fromarray(_render(rng, labels)).save(os.path.join(root, folder, f"{stem}.png"))
-      np.savez(os.path.join(root, f"{folder}_truth", f"{stem}.npz"), labels=labels,
-               embedding=embedding)
+      np.savez(
+          os.path.join(root, f"{folder}_truth", f"{stem}.npz"), labels=labels, embedding=embedding
+      )
 
 
 def _truth(folder: str) -> dict[str, dict[str, np.ndarray]]:
   truth_dir = folder.rstrip("/") + "_truth"
-  return {name[:-4]: dict(np.load(os.path.join(truth_dir, name)))
-          for name in sorted(os.listdir(truth_dir))}
+  return {
+      name[:-4]: dict(np.load(os.path.join(truth_dir, name)))
+      for name in sorted(os.listdir(truth_dir))
+  }
 
 
 def _images(folder: str) -> list[str]:
@@ -102,6 +106,7 @@ def _images(folder: str) -> list[str]:
 
 def _accuracy(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
   from instseg_jax.metrics import matching  # pylint: disable=g-import-not-at-top
+
   pooled = matching.MatchingAccumulator(thresholds=(0.5,))
   for truth, labels in pairs:
     pooled.add(truth, labels)
@@ -130,8 +135,11 @@ def jax_child(tiny: bool) -> None:
       image = predict.read_rgb(path)
       network = segmenter.network(image)
       # Trained-like embeddings of the true layout in place of the random network's (see above).
-      network = dataclasses.replace(network, embedding=truth[stem]["embedding"],
-                                    foreground=(truth[stem]["labels"] > 0).astype(np.float32))
+      network = dataclasses.replace(
+          network,
+          embedding=truth[stem]["embedding"],
+          foreground=(truth[stem]["labels"] > 0).astype(np.float32),
+      )
       labels = inference.apply_postprocess(network, segmenter.postprocess).labels
       viz.save_png(os.path.join(output, f"{stem}_labels.png"), labels.astype(np.uint16))
       viz.save_png(os.path.join(output, f"{stem}_overlay.png"), viz.overlay(image, labels))
@@ -169,8 +177,9 @@ def torch_child(tiny: bool, bandwidth: float, device: str, threads: int) -> None
     embedding, mask = truth["embedding"], truth["labels"] > 0
     labels = np.zeros(mask.shape, np.int32)
     if mask.any():
-      labels[mask] = MeanShift(bandwidth=bandwidth, bin_seeding=True).fit_predict(
-          embedding[mask]) + 1
+      labels[mask] = (
+          MeanShift(bandwidth=bandwidth, bin_seeding=True).fit_predict(embedding[mask]) + 1
+      )
     return labels
 
   def run(folder: str, output: str) -> dict:
@@ -189,8 +198,9 @@ def torch_child(tiny: bool, bandwidth: float, device: str, threads: int) -> None
     seconds = time.perf_counter() - start
     return {"s": seconds, "images": len(pairs), "accuracy": _accuracy(pairs)}
 
-  driver.serve({"run": run, "device": lambda: torch.cuda.get_device_name() if device == "cuda"
-                else "cpu"})
+  driver.serve(
+      {"run": run, "device": lambda: torch.cuda.get_device_name() if device == "cuda" else "cpu"}
+  )
 
 
 def main() -> None:
@@ -199,8 +209,12 @@ def main() -> None:
   parser.add_argument("--images", type=int, default=6, help="images per same-size folder")
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--folders", nargs="+", default=["256", "512", "mixed"])
-  parser.add_argument("--peer_bandwidth", type=float, default=1.5,
-                      help="sklearn's: delta_d, as the peers' code clusters")
+  parser.add_argument(
+      "--peer_bandwidth",
+      type=float,
+      default=1.5,
+      help="sklearn's: delta_d, as the peers' code clusters",
+  )
   parser.add_argument("--device", default="cpu", help="the PyTorch device of the peers")
   parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
   parser.add_argument("--seed", type=int, default=0)
@@ -215,8 +229,14 @@ def main() -> None:
   if args.tiny:
     args.images, args.rounds = 2, 3
   square = {"256": 64, "512": 96} if args.tiny else {"256": 256, "512": 512}
-  sizes = {name: ([(square[name], square[name])] * args.images if name in square
-                  else list(TINY_MIXED if args.tiny else MIXED)) for name in args.folders}
+  sizes = {
+      name: (
+          [(square[name], square[name])] * args.images
+          if name in square
+          else list(TINY_MIXED if args.tiny else MIXED)
+      )
+      for name in args.folders
+  }
   root = tempfile.mkdtemp(prefix="predict_bench_")
   try:
     config = _config(args.tiny)
@@ -224,16 +244,29 @@ def main() -> None:
     tiny = ["--tiny"] if args.tiny else []
     script = os.path.abspath(__file__)
     ours = driver.Child(script, ["--child=jax", *tiny], args.threads)
-    peers = driver.Child(script, ["--child=torch", f"--peer_bandwidth={args.peer_bandwidth}",
-                                  f"--device={args.device}", f"--threads={args.threads}", *tiny],
-                         args.threads)
-    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {driver.machine()}; ours on "
-          f"{ours.call('device')}, peers' network on {peers.call('device')}; {args.threads} "
-          f"threads per process; load average {os.getloadavg()[0]:.2f}; {args.rounds} rounds; "
-          f"ours: bandwidth {config.cluster.bandwidth}, peers: MeanShift(bandwidth="
-          f"{args.peer_bandwidth}, bin_seeding=True)", flush=True)
-    print("\n| folder | images | ours images/s (first round) | peers images/s | ours faster by | "
-          "matching accuracy@0.5 ours / peers |")
+    peers = driver.Child(
+        script,
+        [
+            "--child=torch",
+            f"--peer_bandwidth={args.peer_bandwidth}",
+            f"--device={args.device}",
+            f"--threads={args.threads}",
+            *tiny,
+        ],
+        args.threads,
+    )
+    print(
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {driver.machine()}; ours on "
+        f"{ours.call('device')}, peers' network on {peers.call('device')}; {args.threads} "
+        f"threads per process; load average {os.getloadavg()[0]:.2f}; {args.rounds} rounds; "
+        f"ours: bandwidth {config.cluster.bandwidth}, peers: MeanShift(bandwidth="
+        f"{args.peer_bandwidth}, bin_seeding=True)",
+        flush=True,
+    )
+    print(
+        "\n| folder | images | ours images/s (first round) | peers images/s | ours faster by | "
+        "matching accuracy@0.5 ours / peers |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for name, shapes in sizes.items():
       folder = os.path.join(root, name)
@@ -248,11 +281,14 @@ def main() -> None:
       # The first round of ours compiles; the median over rounds is the steady state.
       ours_ips, peers_ips = n / np.median(seconds["ours"]), n / np.median(seconds["peers"])
       label = ("mixed " if name == "mixed" else "") + ", ".join(
-          dict.fromkeys(f"{h}x{w}" for h, w in shapes))  # distinct sizes, in order
-      print(f"| {label} | {n} | {ours_ips:.2f} ({n / seconds['ours'][0]:.2f}) | "
-            f"{peers_ips:.3f} | {ours_ips / peers_ips:.1f}x | "
-            f"{results['ours']['accuracy']:.3f} / {results['peers']['accuracy']:.3f} |",
-            flush=True)
+          dict.fromkeys(f"{h}x{w}" for h, w in shapes)
+      )  # distinct sizes, in order
+      print(
+          f"| {label} | {n} | {ours_ips:.2f} ({n / seconds['ours'][0]:.2f}) | "
+          f"{peers_ips:.3f} | {ours_ips / peers_ips:.1f}x | "
+          f"{results['ours']['accuracy']:.3f} / {results['peers']['accuracy']:.3f} |",
+          flush=True,
+      )
     ours.close()
     peers.close()
   finally:

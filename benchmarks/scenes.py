@@ -34,8 +34,9 @@ def centres(rng: np.random.Generator, k: int, dim: int = DIM) -> np.ndarray:
   return out.astype(np.float32)
 
 
-def nuclei_layout(rng: np.random.Generator, shape: tuple[int, int],
-                  count: int | None = None) -> np.ndarray:
+def nuclei_layout(
+    rng: np.random.Generator, shape: tuple[int, int], count: int | None = None
+) -> np.ndarray:
   """(H, W) int32 labels of non-overlapping ellipses; `count` of them, or 25-60 per 256x256."""
   height, width = shape
   area = height * width
@@ -87,8 +88,14 @@ def leaves_layout(rng: np.random.Generator, shape: tuple[int, int], k: int = 15)
   return inverse.reshape(labels.shape).astype(np.int32)
 
 
-def embeddings(rng: np.random.Generator, labels: np.ndarray, *, straggler_frac: float = 0.05,
-               straggler_max: float = 1.3, dim: int = DIM) -> np.ndarray:
+def embeddings(
+    rng: np.random.Generator,
+    labels: np.ndarray,
+    *,
+    straggler_frac: float = 0.05,
+    straggler_max: float = 1.3,
+    dim: int = DIM,
+) -> np.ndarray:
   """(H, W, dim) float32 trained-like embeddings of `labels`; the background is anything."""
   k = int(labels.max())
   means = centres(rng, max(k, 1), dim)
@@ -113,9 +120,15 @@ def embeddings(rng: np.random.Generator, labels: np.ndarray, *, straggler_frac: 
   return emb
 
 
-def make_scene(rng: np.random.Generator, scenario: str, shape: tuple[int, int] = (256, 256), *,
-               count: int | None = None, straggler_frac: float = 0.05,
-               straggler_max: float = 1.3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def make_scene(
+    rng: np.random.Generator,
+    scenario: str,
+    shape: tuple[int, int] = (256, 256),
+    *,
+    count: int | None = None,
+    straggler_frac: float = 0.05,
+    straggler_max: float = 1.3,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(embeddings (H, W, D) float32, foreground (H, W) bool, true labels (H, W) int32)."""
   if scenario == "nuclei":
     labels = nuclei_layout(rng, shape, count)

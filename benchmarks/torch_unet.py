@@ -14,8 +14,11 @@ from instseg_jax.models import layers
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
   mods = []
   for c in (cin, cout):
-    mods += [nn.Conv2d(c, cout, 3, padding=1, bias=False),
-             nn.GroupNorm(layers.num_groups(cout), cout, eps=1e-6), nn.ReLU(inplace=True)]
+    mods += [
+        nn.Conv2d(c, cout, 3, padding=1, bias=False),
+        nn.GroupNorm(layers.num_groups(cout), cout, eps=1e-6),
+        nn.ReLU(inplace=True),
+    ]
   return nn.Sequential(*mods)
 
 
@@ -54,5 +57,6 @@ def from_config(config) -> TorchUNet:
   """The PyTorch UNet of a config's model block (config.model.name must be "unet")."""
   if config.model.name != "unet":
     raise ValueError(f"only the UNet has a PyTorch twin, not {config.model.name!r}")
-  return TorchUNet(tuple(config.model.features), config.model.embedding_dim,
-                   config.data.num_classes)
+  return TorchUNet(
+      tuple(config.model.features), config.model.embedding_dim, config.data.num_classes
+  )

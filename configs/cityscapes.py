@@ -23,8 +23,8 @@ def get_config():
   config.data.num_classes = 9
   config.data.image_size = (512, 1024)  # 2048x1024 halved, aspect kept
   config.data.max_instances = 128
-  config.data.num_eval_images = 0       # the whole validation split (500)
-  config.data.aug_vflip = False         # streets have an up
+  config.data.num_eval_images = 0  # the whole validation split (500)
+  config.data.aug_vflip = False  # streets have an up
   config.data.aug_rot90 = False
   config.data.aug_max_degrees = 5.0
   config.data.aug_scale_range = (1.0, 2.0)  # zoom in: small objects at full resolution
@@ -33,5 +33,5 @@ def get_config():
   config.train.batch_size = 8
   config.train.num_steps = 60000
   config.train.checkpoint_every = 2000
-  config.eval.metric = "AP"      # COCO-style mask AP, what these data sets report
+  config.eval.metric = "AP"  # COCO-style mask AP, what these data sets report
   return config

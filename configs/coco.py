@@ -21,8 +21,8 @@ def get_config():
   config.data.name = "coco"
   config.data.builder_config = "2017"
   config.data.eval_split = "validation"
-  config.data.num_classes = 81          # background + 80 categories
-  config.data.image_size = (512, 512)   # images are at most 640x640
+  config.data.num_classes = 81  # background + 80 categories
+  config.data.image_size = (512, 512)  # images are at most 640x640
   config.data.size_mode = "fit"
   config.data.ignore_padding = True
   # A few images hold more than 100 objects; raise this or set
@@ -38,5 +38,5 @@ def get_config():
   config.train.batch_size = 16
   config.train.num_steps = 100000
   config.train.checkpoint_every = 5000
-  config.eval.metric = "AP"      # COCO-style mask AP, what these data sets report
+  config.eval.metric = "AP"  # COCO-style mask AP, what these data sets report
   return config

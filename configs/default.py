@@ -14,33 +14,33 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.seed = 0                       # parameter initialization, shuffling and augmentation
+  config.seed = 0  # parameter initialization, shuffling and augmentation
 
   config.data = ml_collections.ConfigDict()
-  config.data.name = "circles"          # a key of instseg_jax.data.builders.BUILDERS
+  config.data.name = "circles"  # a key of instseg_jax.data.builders.BUILDERS
   config.data.builder_config = "default"  # the TFDS builder config; "" = the builder's default
   # Where TFDS writes array_record files; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets.
   config.data.data_dir = ""
-  config.data.manual_dir = ""           # raw data for builders that cannot download
-  config.data.train_split = "train"     # the split training reads
-  config.data.eval_split = "test"       # the split evaluate, tune and evaluations in training read
-  config.data.image_size = (128, 128)   # (H, W) fed to the network
-  config.data.num_classes = 2           # semantic classes, background included
-  config.data.max_instances = 32        # static bound on instances per image (loss segments)
-  config.data.augment = True            # random crops, flips, turns and colour jitter in training
-  config.data.shuffle_buffer = 0        # 0 = global shuffle through grain's index sampler
-  config.data.worker_count = 0          # grain worker processes; 0 = in the main process
-  config.data.num_eval_images = 100     # images of eval_split evaluated; 0 = all of them
-  config.data.read_threads = 2          # grain threads per process, each making a whole batch
-  config.data.prefetch_batches = 2      # batches read ahead per process (bounds host memory)
-  config.data.aug_max_degrees = 15.0    # small-angle rotation drawn from [-x, x] degrees; 0 = off
+  config.data.manual_dir = ""  # raw data for builders that cannot download
+  config.data.train_split = "train"  # the split training reads
+  config.data.eval_split = "test"  # the split evaluate, tune and evaluations in training read
+  config.data.image_size = (128, 128)  # (H, W) fed to the network
+  config.data.num_classes = 2  # semantic classes, background included
+  config.data.max_instances = 32  # static bound on instances per image (loss segments)
+  config.data.augment = True  # random crops, flips, turns and colour jitter in training
+  config.data.shuffle_buffer = 0  # 0 = global shuffle through grain's index sampler
+  config.data.worker_count = 0  # grain worker processes; 0 = in the main process
+  config.data.num_eval_images = 100  # images of eval_split evaluated; 0 = all of them
+  config.data.read_threads = 2  # grain threads per process, each making a whole batch
+  config.data.prefetch_batches = 2  # batches read ahead per process (bounds host memory)
+  config.data.aug_max_degrees = 15.0  # small-angle rotation drawn from [-x, x] degrees; 0 = off
   config.data.aug_scale_range = (0.75, 1.33)  # zoom range of the random crop; (1, 1) = resize
-  config.data.aug_brightness = 0.2      # colour jitter: brightness shift drawn from [-x, x]
-  config.data.aug_contrast = 0.2        # colour jitter: contrast factor from [1 - x, 1 + x]
-  config.data.aug_saturation = 0.0      # colour jitter: saturation factor from [1 - x, 1 + x]
-  config.data.aug_hflip = True          # random left-right flips
-  config.data.aug_vflip = True          # random up-down flips (off for street scenes)
-  config.data.aug_rot90 = True          # random quarter turns (only 0/180 when H != W)
+  config.data.aug_brightness = 0.2  # colour jitter: brightness shift drawn from [-x, x]
+  config.data.aug_contrast = 0.2  # colour jitter: contrast factor from [1 - x, 1 + x]
+  config.data.aug_saturation = 0.0  # colour jitter: saturation factor from [1 - x, 1 + x]
+  config.data.aug_hflip = True  # random left-right flips
+  config.data.aug_vflip = True  # random up-down flips (off for street scenes)
+  config.data.aug_rot90 = True  # random quarter turns (only 0/180 when H != W)
   # Probability that a crop is centred on a random instance pixel (small objects, large images).
   config.data.aug_foreground_crop = 0.0
   # A key of data.transforms.SIZE_MODES: "stretch" the whole image to image_size, "fit" it
@@ -49,7 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Per-image intensities, in training and inference alike: a key of
   # data.transforms.INTENSITY_NORMALIZATIONS ("nuclei": grey, dark background).
   config.data.normalize = "none"
-  config.data.ignore_label = -1         # label of pixels the losses skip (VOC void, COCO crowd)
+  config.data.ignore_label = -1  # label of pixels the losses skip (VOC void, COCO crowd)
   # Pixels from outside the image (padding, rotation corners) get ignore_label, not 0.
   config.data.ignore_padding = False
   # Held out as "validation" from data without such a split (cvppp, instance_folder).
@@ -58,20 +58,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.skip_bad_examples = False
 
   config.model = ml_collections.ConfigDict()
-  config.model.name = "unet"            # a key of instseg_jax.models.MODELS
+  config.model.name = "unet"  # a key of instseg_jax.models.MODELS
   config.model.features = (16, 32, 64, 128)  # channels per resolution level, shallow to deep
-  config.model.embedding_dim = 8        # D: the size of each pixel's embedding
-  config.model.dtype = "float32"        # compute dtype, a key of models.DTYPES; parameters stay f32
+  config.model.embedding_dim = 8  # D: the size of each pixel's embedding
+  config.model.dtype = "float32"  # compute dtype, a key of models.DTYPES; parameters stay f32
   # A key of models.layers.NORMS: "group" (GroupNorm), "affine" (frozen BatchNorm, pretrained).
   config.model.norm = "group"
-  config.model.coord_conv = False       # append (y, x, r) coordinate channels to the input
+  config.model.coord_conv = False  # append (y, x, r) coordinate channels to the input
   # Added to the embeddings: a key of models.layers.POSITION_ENCODINGS ("xy": semi-convolutional).
   config.model.position_encoding = "none"
   # Units per direction of a bi-LSTM context sweep before the embedding head; 0 = off.
   config.model.context_features = 0
-  config.model.cell = "lstm"            # recurrent cell of ReSeg and the context sweep: renet.GATES
-  config.model.remat = False            # recompute recurrent sweeps in the backward pass
-  config.model.counter = False          # predict "count" = instances / max_instances (counter head)
+  config.model.cell = "lstm"  # recurrent cell of ReSeg and the context sweep: renet.GATES
+  config.model.remat = False  # recompute recurrent sweeps in the backward pass
+  config.model.counter = False  # predict "count" = instances / max_instances (counter head)
   config.model.resnet_blocks = (2, 2, 2, 2)  # deeplabv3: residual blocks per stage
   # Local torch state_dict for the encoder (reseg: VGG-16, deeplabv3: ResNet); "" = none.
   config.model.pretrained = ""
@@ -80,63 +80,63 @@ def get_config() -> ml_collections.ConfigDict:
   # The discriminative loss's options, named as `discriminative_loss` names them (its docstring
   # maps them to the paper's symbols); these defaults are the paper's loss. A preset sets the
   # options it names, whose fields below must then keep these values; the other fields still apply.
-  config.loss.preset = ""               # a key of losses.LOSS_PRESETS, e.g. "authors"; "" = none
-  config.loss.pull_margin = 0.5         # pixels nearer their mean are not pulled (paper: delta_v)
-  config.loss.push_margin = 3.0         # means nearer than this are pushed apart (paper: 2 delta_d)
-  config.loss.pull_weight = 1.0         # weight of the pull (variance) term (paper: alpha)
-  config.loss.push_weight = 1.0         # weight of the push (distance) term (paper: beta)
+  config.loss.preset = ""  # a key of losses.LOSS_PRESETS, e.g. "authors"; "" = none
+  config.loss.pull_margin = 0.5  # pixels nearer their mean are not pulled (paper: delta_v)
+  config.loss.push_margin = 3.0  # means nearer than this are pushed apart (paper: 2 delta_d)
+  config.loss.pull_weight = 1.0  # weight of the pull (variance) term (paper: alpha)
+  config.loss.push_weight = 1.0  # weight of the push (distance) term (paper: beta)
   config.loss.regularization_weight = 0.001  # weight of the regularizer (paper: gamma)
   config.loss.pull_distance = "euclidean"  # pixel to its mean: "euclidean" | "manhattan"
   config.loss.push_distance = "euclidean"  # mean to mean: "euclidean" | "manhattan"
   config.loss.regularization_distance = "euclidean"  # mean to origin: "euclidean" | "manhattan"
-  config.loss.pull_error = "squared"    # of the pull hinge: "squared" | "absolute" | "log_cosh"
-  config.loss.push_error = "squared"    # of the push hinge: "squared" | "absolute" | "log_cosh"
+  config.loss.pull_error = "squared"  # of the pull hinge: "squared" | "absolute" | "log_cosh"
+  config.loss.push_error = "squared"  # of the push hinge: "squared" | "absolute" | "log_cosh"
   config.loss.regularization_error = "absolute"  # of a mean's distance from 0; "absolute": paper
-  config.loss.normalization = "paper"   # "paper" | "pixel" (pull over all pixels) | "authors"
+  config.loss.normalization = "paper"  # "paper" | "pixel" (pull over all pixels) | "authors"
   config.loss.background_as_instance = False  # the background is one more cluster (authors' code)
-  config.loss.max_label_id = 0          # promise: instance ids <= this (a table, no sort); 0 = none
-  config.loss.embedding_weight = 1.0    # weight of the discriminative (embedding) loss in the sum
-  config.loss.semantic_weight = 1.0     # weight of the semantic (foreground) loss in the sum
-  config.loss.class_aware = False       # instances of different semantic classes never interact
-  config.loss.dice_weight = 0.0         # soft Dice loss added to the semantic cross-entropy
-  config.loss.count_weight = 1.0        # weight of the counter head's loss (model.counter)
+  config.loss.max_label_id = 0  # promise: instance ids <= this (a table, no sort); 0 = none
+  config.loss.embedding_weight = 1.0  # weight of the discriminative (embedding) loss in the sum
+  config.loss.semantic_weight = 1.0  # weight of the semantic (foreground) loss in the sum
+  config.loss.class_aware = False  # instances of different semantic classes never interact
+  config.loss.dice_weight = 0.0  # soft Dice loss added to the semantic cross-entropy
+  config.loss.count_weight = 1.0  # weight of the counter head's loss (model.counter)
 
   config.optim = ml_collections.ConfigDict()
-  config.optim.name = "adam"            # a key of instseg_jax.optim.OPTIMIZERS
-  config.optim.learning_rate = 1e-3     # peak learning rate, reached after the warm-up
-  config.optim.warmup_steps = 100       # linear warm-up from 0
-  config.optim.schedule = "cosine"      # after the warm-up: a key of instseg_jax.optim.SCHEDULES
-  config.optim.weight_decay = 0.0       # decoupled weight decay ("adamw")
-  config.optim.grad_clip_norm = 1.0     # clip gradients to this global norm; 0 = off
+  config.optim.name = "adam"  # a key of instseg_jax.optim.OPTIMIZERS
+  config.optim.learning_rate = 1e-3  # peak learning rate, reached after the warm-up
+  config.optim.warmup_steps = 100  # linear warm-up from 0
+  config.optim.schedule = "cosine"  # after the warm-up: a key of instseg_jax.optim.SCHEDULES
+  config.optim.weight_decay = 0.0  # decoupled weight decay ("adamw")
+  config.optim.grad_clip_norm = 1.0  # clip gradients to this global norm; 0 = off
 
   config.train = ml_collections.ConfigDict()
-  config.train.batch_size = 8           # global batch, split over all devices
-  config.train.num_steps = 2000         # training steps in all
-  config.train.log_every = 50           # steps between metrics.jsonl rows and TensorBoard scalars
-  config.train.checkpoint_every = 500   # steps between checkpoints
+  config.train.batch_size = 8  # global batch, split over all devices
+  config.train.num_steps = 2000  # training steps in all
+  config.train.log_every = 50  # steps between metrics.jsonl rows and TensorBoard scalars
+  config.train.checkpoint_every = 500  # steps between checkpoints
   # Also save when this long passed since the last save (checked at log steps); 0 = off.
   config.train.checkpoint_every_seconds = 0.0
   # Also evaluate on eval_split every N steps (TensorBoard eval/*); 0 = only at the last step.
   config.train.eval_every = 0
-  config.train.keep_checkpoints = 2     # latest checkpoints kept (the best is apart, WORKDIR/best)
+  config.train.keep_checkpoints = 2  # latest checkpoints kept (the best is apart, WORKDIR/best)
   # jax.profiler trace of this many steps after the first log_every, into WORKDIR; 0 = off.
   config.train.profile_steps = 0
-  config.train.skip_nonfinite = False   # skip (and count) steps with NaN/Inf loss or gradients
+  config.train.skip_nonfinite = False  # skip (and count) steps with NaN/Inf loss or gradients
 
   config.cluster = ml_collections.ConfigDict()
-  config.cluster.method = "meanshift"   # a key of instseg_jax.cluster.METHODS
-  config.cluster.bandwidth = 1.0        # mean shifts: about 2 * loss.pull_margin, one instance's radius
-  config.cluster.num_clusters = 0       # kmeans: instances per image; 0 = the counter's prediction
+  config.cluster.method = "meanshift"  # a key of instseg_jax.cluster.METHODS
+  config.cluster.bandwidth = 1.0  # mean shifts: about 2 * loss.pull_margin, one instance's radius
+  config.cluster.num_clusters = 0  # kmeans: instances per image; 0 = the counter's prediction
   config.cluster.min_cluster_size = 20  # hdbscan: the smallest instance, in pixels
-  config.cluster.min_size = 0           # drop instances under this many pixels (network's grid)
-  config.cluster.fg_threshold = 0.5     # foreground probability above which a pixel is clustered
+  config.cluster.min_size = 0  # drop instances under this many pixels (network's grid)
+  config.cluster.fg_threshold = 0.5  # foreground probability above which a pixel is clustered
   config.cluster.fill_unclustered = False  # dropped fragments join their nearest instance
-  config.cluster.flip_average = False   # foreground averaged over the image and two flips (3x)
+  config.cluster.flip_average = False  # foreground averaged over the image and two flips (3x)
   # evaluate/predict/export take bandwidth, threshold, sizes from WORKDIR/postprocess.json (tune).
   config.cluster.use_tuned = True
 
   config.predict = ml_collections.ConfigDict()
-  config.predict.max_side = 2048        # size_mode "native": longer sides shrink to this; 0 = never
+  config.predict.max_side = 2048  # size_mode "native": longer sides shrink to this; 0 = never
 
   config.eval = ml_collections.ConfigDict()
   # The main score: picks the best checkpoint, what tune maximizes, ranks worst.png
@@ -145,9 +145,9 @@ def get_config() -> ml_collections.ConfigDict:
   # What evaluate, predict, export and tune load: a key of evaluate.CHECKPOINTS ("best":
   # WORKDIR/best, the latest if none was kept).
   config.eval.checkpoint = "best"
-  config.eval.num_panels = 8            # images in panels.png and TensorBoard's eval/panels
-  config.eval.mask_ap = True            # also COCO-style mask AP, AP50, AP75
-  config.eval.matching = True           # also object matching (StarDist): accuracy, F1, PQ
+  config.eval.num_panels = 8  # images in panels.png and TensorBoard's eval/panels
+  config.eval.mask_ap = True  # also COCO-style mask AP, AP50, AP75
+  config.eval.matching = True  # also object matching (StarDist): accuracy, F1, PQ
   return config
 
 

@@ -30,7 +30,7 @@ def get_config():
   config.data.size_mode = "native"
   # The largest image holds 375 nuclei; the limit is checked on whole images.
   config.data.max_instances = 384
-  config.data.num_eval_images = 0       # the whole validation split
+  config.data.num_eval_images = 0  # the whole validation split
   config.data.aug_max_degrees = 15.0
   config.data.aug_scale_range = (0.75, 1.33)
   # Mixed modalities (dark fluorescence, stained tissue, brightfield) become one: bright nuclei

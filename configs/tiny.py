@@ -1,6 +1,6 @@
 """Seconds-long runs for tests and smoke checks.
 
-    python -m instseg_jax.main --config=configs/tiny.py --workdir=/tmp/tiny
+python -m instseg_jax.main --config=configs/tiny.py --workdir=/tmp/tiny
 """
 
 from configs import default

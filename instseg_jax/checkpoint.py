@@ -45,19 +45,21 @@ class Checkpointer:
     # orbax refuses relative paths.
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     if read_only and not os.path.isdir(self.directory):
-      raise FileNotFoundError(
-          f"no checkpoint in {self.directory}: train first (--mode=train)")
+      raise FileNotFoundError(f"no checkpoint in {self.directory}: train first (--mode=train)")
     # A read-only manager warns that it is read-only, which is what was asked for.
     with _orbax_warnings_off():
       self._manager = ocp.CheckpointManager(
           self.directory,
           options=ocp.CheckpointManagerOptions(
-              max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
+              max_to_keep=max_to_keep,
+              create=not read_only,
+              read_only=read_only,
               # Half-written steps of a killed run would otherwise stay forever.
               cleanup_tmp_directories=not read_only,
               # Writing root metadata is a barrier of all processes; a reader may be alone
               # (process 0 evaluating at the end of a multi-process run).
-              save_root_metadata=not read_only),
+              save_root_metadata=not read_only,
+          ),
       )
 
   def latest_step(self, *, reload: bool = False) -> int | None:
@@ -72,14 +74,16 @@ class Checkpointer:
       items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
     self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
-  def restore(self, abstract_state: Any, data_iterator: Any = None,
-              step: int | None = None) -> Any:
+  def restore(self, abstract_state: Any, data_iterator: Any = None, step: int | None = None) -> Any:
     """The state at `step` (default latest); also rewinds `data_iterator`."""
     step = self._manager.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    check_stored_shapes(os.path.join(self.directory, str(step), "state"), abstract_state,
-                        name=f"checkpoint step {step} in {self.directory}")
+    check_stored_shapes(
+        os.path.join(self.directory, str(step), "state"),
+        abstract_state,
+        name=f"checkpoint step {step} in {self.directory}",
+    )
     items = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
@@ -115,13 +119,15 @@ def check_stored_shapes(item_dir: str, target: Any, *, name: str) -> None:
   named += f"; and {more} more" if more > 0 else ""
   raise validate.ConfigError(
       f"{name} holds another model than the config describes (checkpoint vs config): "
-      f"{named}. Use the config it was trained with, or another --workdir")
+      f"{named}. Use the config it was trained with, or another --workdir"
+  )
 
 
 def abstract_like(tree: Any, sharding: jax.sharding.Sharding) -> Any:
   """Shape/dtype/sharding skeleton of `tree`, the target orbax restores into."""
   return jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree
+  )
 
 
 def _key_name(key: Any) -> str:
@@ -136,19 +142,21 @@ def _key_name(key: Any) -> str:
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
   """{"params/down_0/.../kernel": shape} of every array leaf of a tree."""
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {"/".join(_key_name(k) for k in path): tuple(getattr(leaf, "shape", ()))
-          for path, leaf in leaves}
+  return {
+      "/".join(_key_name(k) for k in path): tuple(getattr(leaf, "shape", ()))
+      for path, leaf in leaves
+  }
 
 
-def shape_differences(stored: dict[str, tuple[int, ...]],
-                      target: dict[str, tuple[int, ...]]) -> list[str]:
+def shape_differences(
+    stored: dict[str, tuple[int, ...]], target: dict[str, tuple[int, ...]]
+) -> list[str]:
   """One line per array that is missing on one side or has another shape.
 
   The parameters come first: the optimizer's moments repeat their differences.
   """
   lines = []
-  for path in sorted(stored.keys() | target.keys(),
-                     key=lambda p: (not p.startswith("params/"), p)):
+  for path in sorted(stored.keys() | target.keys(), key=lambda p: (not p.startswith("params/"), p)):
     if path not in target:
       lines.append(f"{path} {stored[path]} vs absent")
     elif path not in stored:
@@ -175,8 +183,9 @@ class BestCheckpoint:
     read_only: for evaluate, predict and export; the folder need not exist.
   """
 
-  def __init__(self, workdir: str, *, metric: str, higher_is_better: bool = True,
-               read_only: bool = False):
+  def __init__(
+      self, workdir: str, *, metric: str, higher_is_better: bool = True, read_only: bool = False
+  ):
     self.directory = os.path.join(os.path.abspath(workdir), BEST_DIR)
     self.metric = metric
     self.higher_is_better = higher_is_better
@@ -187,8 +196,13 @@ class BestCheckpoint:
       self._manager = ocp.CheckpointManager(
           self.directory,
           options=ocp.CheckpointManagerOptions(
-              max_to_keep=1, create=not read_only, read_only=read_only,
-              cleanup_tmp_directories=not read_only, save_root_metadata=not read_only))
+              max_to_keep=1,
+              create=not read_only,
+              read_only=read_only,
+              cleanup_tmp_directories=not read_only,
+              save_root_metadata=not read_only,
+          ),
+      )
     self._score = self._read_score()
 
   def _read_score(self) -> dict | None:
@@ -222,16 +236,25 @@ class BestCheckpoint:
     A collective with several processes: every process calls it with the same step.
     """
     self._score = {"step": int(step), "metric": self.metric, "value": float(value)}
-    self._manager.save(step, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(params), score=ocp.args.JsonSave(self._score)), force=True)
+    self._manager.save(
+        step,
+        args=ocp.args.Composite(
+            params=ocp.args.StandardSave(params), score=ocp.args.JsonSave(self._score)
+        ),
+        force=True,
+    )
 
   def restore(self, abstract_params: Any) -> Any:
     """The kept parameters, restored into the shapes and shardings of `abstract_params`."""
     step = self.score["step"]
-    check_stored_shapes(os.path.join(self.directory, str(step), "params"), abstract_params,
-                        name=f"the best checkpoint (step {step}) in {self.directory}")
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(abstract_params)))
+    check_stored_shapes(
+        os.path.join(self.directory, str(step), "params"),
+        abstract_params,
+        name=f"the best checkpoint (step {step}) in {self.directory}",
+    )
+    restored = self._manager.restore(
+        step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params))
+    )
     return restored["params"]
 
   def wait(self) -> None:

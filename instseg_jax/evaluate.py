@@ -63,17 +63,20 @@ def ranked_metrics(config: ml_collections.ConfigDict) -> dict[str, bool]:
   return {name: name not in LOWER_IS_BETTER for name in names}
 
 
-def best_checkpoint(config: ml_collections.ConfigDict, workdir: str, *,
-                    read_only: bool = True) -> checkpoint.BestCheckpoint:
+def best_checkpoint(
+    config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = True
+) -> checkpoint.BestCheckpoint:
   """The best checkpoint of a workdir, ranked by config.eval.metric."""
   metric = config.eval.metric
-  return checkpoint.BestCheckpoint(workdir, metric=metric,
-                                   higher_is_better=ranked_metrics(config).get(metric, True),
-                                   read_only=read_only)
+  return checkpoint.BestCheckpoint(
+      workdir,
+      metric=metric,
+      higher_is_better=ranked_metrics(config).get(metric, True),
+      read_only=read_only,
+  )
 
 
-def checkpoint_in_use(config: ml_collections.ConfigDict, workdir: str
-                      ) -> tuple[str, int] | None:
+def checkpoint_in_use(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, int] | None:
   """("best" | "latest", step) of the checkpoint evaluate, predict, export and tune load.
 
   The one place of that choice: config.eval.checkpoint, "best" by default, which is the
@@ -98,7 +101,8 @@ def load_params(config: ml_collections.ConfigDict, workdir: str):
   """The parameters of the checkpoint `checkpoint_in_use` names."""
   model = models.create_model(config)
   abstract = jax.eval_shape(
-      functools.partial(state_lib.create_train_state, model, config), jax.random.key(0))
+      functools.partial(state_lib.create_train_state, model, config), jax.random.key(0)
+  )
   sharding = parallel.replicated(parallel.make_mesh())
   in_use = checkpoint_in_use(config, workdir)
   if in_use is None:
@@ -121,15 +125,15 @@ def main_metric(config: ml_collections.ConfigDict) -> str:
   config.eval.metric if images have it (not AP: a data-set measure), else SBD.
   """
   metric = config.eval.metric
-  per_image = set(cvppp.CVPPP_KEYS) | {f"{name}@{PER_IMAGE_IOU:g}" for name in
-                                        matching.MatchCounts(0, 0, 0, 0.0).scores()}
+  per_image = set(cvppp.CVPPP_KEYS) | {
+      f"{name}@{PER_IMAGE_IOU:g}" for name in matching.MatchCounts(0, 0, 0, 0.0).scores()
+  }
   return metric if metric in per_image else "SBD"
 
 
-def network_and_segmentation(config: ml_collections.ConfigDict, params, *,
-                             postprocess: inference.PostProcess | None = None
-                             ) -> Iterator[tuple[dict, inference.NetworkOutput,
-                                                 inference.Segmentation]]:
+def network_and_segmentation(
+    config: ml_collections.ConfigDict, params, *, postprocess: inference.PostProcess | None = None
+) -> Iterator[tuple[dict, inference.NetworkOutput, inference.Segmentation]]:
   """(example, the network's output, its segmentation) for the eval split, in order.
 
   What `inference.Segmenter` does for one image, with the network's output kept for the
@@ -171,18 +175,23 @@ class WorstImages:
       return
     self._kept.append((rank, self._offered, image_id, score, draw_panel()))
     self._kept.sort(key=lambda kept: kept[:2])
-    del self._kept[self.size:]
+    del self._kept[self.size :]
 
   def sheet(self, metric: str) -> np.ndarray | None:
     """The kept panels, worst first, each captioned with its image and score."""
     if not self._kept:
       return None
-    return viz.stack_rows([viz.caption(panel, f"{image_id}  {metric} {score:.3f}")
-                           for _, _, image_id, score, panel in self._kept])
+    return viz.stack_rows(
+        [
+            viz.caption(panel, f"{image_id}  {metric} {score:.3f}")
+            for _, _, image_id, score, panel in self._kept
+        ]
+    )
 
 
-def embedding_pictures(example: dict, output: inference.NetworkOutput, *, fg_threshold: float
-                       ) -> dict[str, np.ndarray]:
+def embedding_pictures(
+    example: dict, output: inference.NetworkOutput, *, fg_threshold: float
+) -> dict[str, np.ndarray]:
   """{"embedding_pca", "embedding_scatter"} of one image (see `viz`).
 
   The embedding lives on the network's grid; the PCA picture is brought to the image's own
@@ -191,9 +200,12 @@ def embedding_pictures(example: dict, output: inference.NetworkOutput, *, fg_thr
   """
   rgb = viz.embedding_rgb(output.embedding, output.foreground > fg_threshold)
   truth = transforms.resize_labels(example["instances"], size=output.embedding.shape[:2])
-  return {"embedding_pca": viz.resize_nearest(rgb, output.shape),
-          "embedding_scatter": viz.embedding_scatter(output.embedding, truth,
-                                                     size=max(96, min(output.shape)))}
+  return {
+      "embedding_pca": viz.resize_nearest(rgb, output.shape),
+      "embedding_scatter": viz.embedding_scatter(
+          output.embedding, truth, size=max(96, min(output.shape))
+      ),
+  }
 
 
 def write_per_image_csv(path: str, rows: list[dict]) -> None:
@@ -209,16 +221,25 @@ def write_per_image_csv(path: str, rows: list[dict]) -> None:
 
 def report(summary: dict[str, float], config: ml_collections.ConfigDict) -> None:
   """The summary as "NAME value" lines, the ones users compare."""
-  reported = (REPORTED + (REPORTED_AP if config.eval.mask_ap else ())
-              + (REPORTED_MATCHING if config.eval.matching else ()))
+  reported = (
+      REPORTED
+      + (REPORTED_AP if config.eval.mask_ap else ())
+      + (REPORTED_MATCHING if config.eval.matching else ())
+  )
   for name in reported:
     if name in summary:
       print(f"{name} {summary[name]:.3f}", flush=True)
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str, *, params=None,
-             verbose: bool = True, writer: metric_writers.MetricWriter | None = None,
-             step: int | None = None) -> dict[str, float]:
+def evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    params=None,
+    verbose: bool = True,
+    writer: metric_writers.MetricWriter | None = None,
+    step: int | None = None,
+) -> dict[str, float]:
   """Scores the model on config.data.eval_split; writes the files of the module docstring.
 
   Args:
@@ -246,8 +267,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, params=None,
   ranking = main_metric(config)
   worst = WorstImages(NUM_WORST, higher_is_better=ranked_metrics(config).get(ranking, True))
   panels, capped, rows, pictures, embedding_sheet = [], [], [], {}, None
-  with tqdm(total=num_eval_examples(config), desc="evaluate", unit="image",
-            disable=not verbose or jax.process_index() != 0) as bar:
+  with tqdm(
+      total=num_eval_examples(config),
+      desc="evaluate",
+      unit="image",
+      disable=not verbose or jax.process_index() != 0,
+  ) as bar:
     for example, output, result in network_and_segmentation(config, params):
       gt = example["instances"]
       ap_inputs = {}
@@ -261,8 +286,13 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, params=None,
       if matches is not None:
         # Ignored ground truth (negative) is left out of both maps.
         counts = matches.add(np.maximum(gt, 0), np.where(gt < 0, 0, result.labels))
-        row = {**row, **{f"{name}@{PER_IMAGE_IOU:g}": value
-                         for name, value in counts[PER_IMAGE_IOU].scores().items()}}
+        row = {
+            **row,
+            **{
+                f"{name}@{PER_IMAGE_IOU:g}": value
+                for name, value in counts[PER_IMAGE_IOU].scores().items()
+            },
+        }
       rows.append(row)
       if result.capped:
         capped.append(example["id"])
@@ -270,11 +300,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, params=None,
       if len(panels) < config.eval.num_panels:
         panels.append(draw())
       if not pictures:
-        pictures = embedding_pictures(example, output,
-                                      fg_threshold=config.cluster.fg_threshold)
-        embedding_sheet = viz.side_by_side([viz.to_uint8(example["image"]),
-                                            pictures["embedding_pca"],
-                                            pictures["embedding_scatter"]])
+        pictures = embedding_pictures(example, output, fg_threshold=config.cluster.fg_threshold)
+        embedding_sheet = viz.side_by_side(
+            [
+                viz.to_uint8(example["image"]),
+                pictures["embedding_pca"],
+                pictures["embedding_scatter"],
+            ]
+        )
       worst.offer(float(row[ranking]), str(row["image_id"]), draw)
       bar.update(1)
   summary = accumulator.summary()
@@ -285,21 +318,28 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, params=None,
       json.dump({"summary": summary, "per_image": rows, "capped": capped}, f, indent=1)
     if rows:
       write_per_image_csv(os.path.join(workdir, "per_image.csv"), rows)
-    sheets = {"panels": viz.stack_rows(panels) if panels else None,
-              "worst": worst.sheet(ranking), "embedding": embedding_sheet}
+    sheets = {
+        "panels": viz.stack_rows(panels) if panels else None,
+        "worst": worst.sheet(ranking),
+        "embedding": embedding_sheet,
+    }
     for name, sheet in sheets.items():
       if sheet is not None:
         viz.save_png(os.path.join(workdir, f"{name}.png"), sheet)
     if writer is not None:
       writer.write_scalars(step, {f"eval/{name}": value for name, value in summary.items()})
       images = {"panels": sheets["panels"], **pictures}
-      writer.write_images(step, {f"eval/{name}": image for name, image in images.items()
-                                 if image is not None})
+      writer.write_images(
+          step, {f"eval/{name}": image for name, image in images.items() if image is not None}
+      )
       writer.flush()
     if verbose:
       if capped:
-        print(f"warning: {len(capped)} images reached config.data.max_instances="
-              f"{config.data.max_instances} instances (some may have merged): "
-              f"{', '.join(map(str, capped[:5]))}", flush=True)
+        print(
+            f"warning: {len(capped)} images reached config.data.max_instances="
+            f"{config.data.max_instances} instances (some may have merged): "
+            f"{', '.join(map(str, capped[:5]))}",
+            flush=True,
+        )
       report(summary, config)
   return summary

@@ -53,12 +53,17 @@ def resolve_bundle(model: str) -> str:
   names = sorted(os.listdir(PRETRAINED_DIR)) if os.path.isdir(PRETRAINED_DIR) else []
   raise FileNotFoundError(
       f"--model={model} is neither a bundle folder nor a packaged model ("
-      + (", ".join(names) if names else "none is packaged") + ")")
+      + (", ".join(names) if names else "none is packaged")
+      + ")"
+  )
 
 
 def _files_under(folder: str) -> list[str]:
-  return sorted(os.path.relpath(os.path.join(root, name), folder)
-                for root, _, names in os.walk(folder) for name in names)
+  return sorted(
+      os.path.relpath(os.path.join(root, name), folder)
+      for root, _, names in os.walk(folder)
+      for name in names
+  )
 
 
 def check_replaceable(bundle_dir: str) -> None:
@@ -80,7 +85,8 @@ def check_replaceable(bundle_dir: str) -> None:
     named = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
     raise validate.ConfigError(
         f"--output={bundle_dir} holds files an export did not write ({named}); "
-        "choose an empty or new folder")
+        "choose an empty or new folder"
+    )
 
 
 def bundle_config(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
@@ -92,8 +98,9 @@ def bundle_config(config: ml_collections.ConfigDict, workdir: str) -> ml_collect
   return config
 
 
-def export(config: ml_collections.ConfigDict, workdir: str, bundle_dir: str, *,
-           serialize: bool = True) -> str:
+def export(
+    config: ml_collections.ConfigDict, workdir: str, bundle_dir: str, *, serialize: bool = True
+) -> str:
   """Writes the bundle of the checkpoint in use (`evaluate.checkpoint_in_use`) to bundle_dir."""
   bundle_dir = os.path.abspath(bundle_dir.rstrip("/"))
   check_replaceable(bundle_dir)
@@ -118,12 +125,16 @@ def export(config: ml_collections.ConfigDict, workdir: str, bundle_dir: str, *,
 
 def _serialized_predict(config: ml_collections.ConfigDict, params) -> bytes:
   model = models.create_model(config)
-  predict = functools.partial(inference.network_outputs, apply_fn=model.apply,
-                              flip_average=bool(config.cluster.flip_average))
+  predict = functools.partial(
+      inference.network_outputs,
+      apply_fn=model.apply,
+      flip_average=bool(config.cluster.flip_average),
+  )
   height, width = config.data.image_size
-  batch, = jax.export.symbolic_shape("b")
+  (batch,) = jax.export.symbolic_shape("b")
   exported = jax.export.export(jax.jit(predict))(
-      params, jax.ShapeDtypeStruct((batch, height, width, 3), jnp.float32))
+      params, jax.ShapeDtypeStruct((batch, height, width, 3), jnp.float32)
+  )
   return exported.serialize()
 
 
@@ -146,8 +157,10 @@ def load_bundle(bundle_dir: str) -> tuple[ml_collections.ConfigDict, dict]:
   bundle_dir = os.path.abspath(resolve_bundle(bundle_dir))
   config_path = os.path.join(bundle_dir, CONFIG_FILE)
   if not os.path.isfile(config_path):
-    raise FileNotFoundError(f"{bundle_dir} is not a complete bundle: {CONFIG_FILE} is missing "
-                            "(write one with --mode=export)")
+    raise FileNotFoundError(
+        f"{bundle_dir} is not a complete bundle: {CONFIG_FILE} is missing "
+        "(write one with --mode=export)"
+    )
   with open(config_path) as f:
     # Bundles of older versions lack newer fields: they take their defaults.
     config = default_config.with_defaults(json.load(f))

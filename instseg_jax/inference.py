@@ -48,6 +48,7 @@ class Geometry:
     stride: the network's stride; inputs are padded to a multiple of it.
     max_side: "native" only: a longer side above this is shrunk first (0 = never).
   """
+
   mode: str
   size: tuple[int, int]
   stride: int
@@ -56,9 +57,13 @@ class Geometry:
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> Geometry:
-    return cls(mode=config.data.size_mode, size=tuple(int(s) for s in config.data.image_size),
-               stride=models.create_model(config).stride, max_side=int(config.predict.max_side),
-               normalize=config.data.normalize)
+    return cls(
+        mode=config.data.size_mode,
+        size=tuple(int(s) for s in config.data.image_size),
+        stride=models.create_model(config).stride,
+        max_side=int(config.predict.max_side),
+        normalize=config.data.normalize,
+    )
 
   def network_input(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     """The network's input for one image.
@@ -82,10 +87,13 @@ class Geometry:
     else:
       # The same window the training pipeline evaluates on (zoom 1).
       image = transforms.fixed_window({"image": image}, size=self.size, mode=self.mode)["image"]
-      win_h, win_w = (max(1, round(v)) for v in
-                      transforms.base_window((height, width), self.size, self.mode))
-      content = (min(self.size[0], max(1, round(height * self.size[0] / win_h))),
-                 min(self.size[1], max(1, round(width * self.size[1] / win_w))))
+      win_h, win_w = (
+          max(1, round(v)) for v in transforms.base_window((height, width), self.size, self.mode)
+      )
+      content = (
+          min(self.size[0], max(1, round(height * self.size[0] / win_h))),
+          min(self.size[1], max(1, round(width * self.size[1] / win_w))),
+      )
     pad_h, pad_w = -image.shape[0] % self.stride, -image.shape[1] % self.stride
     padded = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)))
     return np.ascontiguousarray(padded, np.float32), (int(content[0]), int(content[1]))
@@ -102,6 +110,7 @@ class NetworkOutput:
     count: predicted instance count (counter head), or None.
     shape: (H, W) of the image on its own grid.
   """
+
   embedding: np.ndarray
   foreground: np.ndarray
   classes: np.ndarray
@@ -119,6 +128,7 @@ class Segmentation:
     classes: (H, W) int32 object class of every pixel.
     capped: the clustering reached its bound on instances (some may have merged).
   """
+
   labels: np.ndarray
   foreground: np.ndarray
   classes: np.ndarray
@@ -140,6 +150,7 @@ class PostProcess:
     flip_average: the foreground probability is the mean over the image and its two flips
       (the network runs three times).
   """
+
   method: str
   options: dict[str, Any]
   fg_threshold: float
@@ -151,13 +162,19 @@ class PostProcess:
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> PostProcess:
     method = config.cluster.method
-    options = {name: config.cluster[name] for name in
-               lookup(cluster_lib.METHODS, method, "config.cluster.method").options}
-    return cls(method=method, options=options, fg_threshold=float(config.cluster.fg_threshold),
-               min_size=int(config.cluster.min_size),
-               fill_unclustered=bool(config.cluster.fill_unclustered),
-               max_instances=int(config.data.max_instances),
-               flip_average=bool(config.cluster.flip_average))
+    options = {
+        name: config.cluster[name]
+        for name in lookup(cluster_lib.METHODS, method, "config.cluster.method").options
+    }
+    return cls(
+        method=method,
+        options=options,
+        fg_threshold=float(config.cluster.fg_threshold),
+        min_size=int(config.cluster.min_size),
+        fill_unclustered=bool(config.cluster.fill_unclustered),
+        max_instances=int(config.data.max_instances),
+        flip_average=bool(config.cluster.flip_average),
+    )
 
   def replace(self, **changes) -> PostProcess:
     """A copy with some fields, or some method options (e.g. bandwidth=1.2), changed."""
@@ -167,8 +184,9 @@ class PostProcess:
     return dataclasses.replace(self, options={**self.options, **options}, **kept)
 
 
-def network_outputs(params, images: jax.Array, *, apply_fn, flip_average: bool
-                    ) -> dict[str, jax.Array]:
+def network_outputs(
+    params, images: jax.Array, *, apply_fn, flip_average: bool
+) -> dict[str, jax.Array]:
   """predict_step, with the foreground optionally averaged over left-right and up-down flips.
 
   Only the semantic head is averaged: an embedding's coordinates are free up to the instance,
@@ -179,8 +197,9 @@ def network_outputs(params, images: jax.Array, *, apply_fn, flip_average: bool
     return outputs
   probabilities = [outputs["probabilities"]]
   for axis in (1, 2):
-    flipped = train_step.predict_step(params, jax.numpy.flip(images, axis), apply_fn=apply_fn,
-                                      fg_threshold=0.5)
+    flipped = train_step.predict_step(
+        params, jax.numpy.flip(images, axis), apply_fn=apply_fn, fg_threshold=0.5
+    )
     probabilities.append(jax.numpy.flip(flipped["probabilities"], axis))
   mean = sum(probabilities) / len(probabilities)
   return dict(outputs, **train_step.semantic_outputs(mean, fg_threshold=0.5))
@@ -202,10 +221,12 @@ class Segmenter:
     model = models.create_model(config)
     # One compiled program per input shape; "stretch" and "fit" always give the same one.
     self._predict = {
-        flip: jax.jit(functools.partial(network_outputs, apply_fn=model.apply,
-                                        flip_average=flip),
-                      compiler_options=models.compiler_options())
-        for flip in (False, True)}
+        flip: jax.jit(
+            functools.partial(network_outputs, apply_fn=model.apply, flip_average=flip),
+            compiler_options=models.compiler_options(),
+        )
+        for flip in (False, True)
+    }
 
   def network(self, image: np.ndarray, *, flip_average: bool | None = None) -> NetworkOutput:
     """Runs the network on one (H, W, 3) float image at the training geometry.
@@ -222,17 +243,19 @@ class Segmenter:
         foreground=np.asarray(outputs["foreground"][0, :ch, :cw], np.float32),
         classes=np.asarray(outputs["classes"][0, :ch, :cw], np.int32),
         count=None if count is None else float(np.asarray(count).reshape(-1)[0]),
-        shape=tuple(image.shape[:2]))
+        shape=tuple(image.shape[:2]),
+    )
 
-  def __call__(self, image: np.ndarray, postprocess: PostProcess | None = None
-               ) -> Segmentation:
+  def __call__(self, image: np.ndarray, postprocess: PostProcess | None = None) -> Segmentation:
     postprocess = postprocess or self.postprocess
-    return apply_postprocess(self.network(image, flip_average=postprocess.flip_average),
-                             postprocess)
+    return apply_postprocess(
+        self.network(image, flip_average=postprocess.flip_average), postprocess
+    )
 
 
-def cluster_network_grid(output: NetworkOutput, postprocess: PostProcess
-                         ) -> tuple[np.ndarray, bool]:
+def cluster_network_grid(
+    output: NetworkOutput, postprocess: PostProcess
+) -> tuple[np.ndarray, bool]:
   """(labels (h, w) int32 on the network's grid, whether the instance bound was reached)."""
   embedding, mask = output.embedding, output.foreground > postprocess.fg_threshold
   # JAX's methods: grids of any size share a few compiled programs (the padding changes no
@@ -246,8 +269,9 @@ def cluster_network_grid(output: NetworkOutput, postprocess: PostProcess
   if postprocess.method == "kmeans" and not options.get("num_clusters"):
     # The counter head predicts count / max_instances.
     options["num_clusters"] = max(1, round((output.count or 0.0) * postprocess.max_instances))
-  labels = np.asarray(cluster_lib.cluster(embedding, mask, method=postprocess.method,
-                                          **options), np.int32)
+  labels = np.asarray(
+      cluster_lib.cluster(embedding, mask, method=postprocess.method, **options), np.int32
+  )
   if on_device:
     labels = buckets.unpad(labels, output.foreground.shape)
   capped = int(labels.max(initial=0)) >= postprocess.max_instances
@@ -311,6 +335,9 @@ def apply_postprocess(output: NetworkOutput, postprocess: PostProcess) -> Segmen
     unclustered = (output.foreground > postprocess.fg_threshold) & (labels == 0)
     full[transforms.resize_labels(unclustered, size=shape)] = 0
   full, _ = transforms.renumber_instances(full)
-  return Segmentation(labels=full, foreground=foreground,
-                      classes=transforms.resize_labels(output.classes, size=shape),
-                      capped=capped)
+  return Segmentation(
+      labels=full,
+      foreground=foreground,
+      classes=transforms.resize_labels(output.classes, size=shape),
+      capped=capped,
+  )

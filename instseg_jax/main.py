@@ -1,4 +1,4 @@
-"""Command line: python -m instseg_jax.main --config=configs/circles.py --workdir=DIR [--mode=...]."""
+"""Command line: python -m instseg_jax.main --config=CONFIG --workdir=DIR [--mode=...]."""
 
 import sys
 
@@ -8,20 +8,35 @@ from absl import logging
 from ml_collections import config_flags
 
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and pictures.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export", "inspect", "tune"],
-                  "train (then evaluate), evaluate a checkpoint, predict images, export "
-                  "a checkpoint (the best, see config.eval.checkpoint) as a bundle, inspect the data, or tune the "
-                  "post-processing on the eval split.")
+flags.DEFINE_enum(
+    "mode",
+    "train",
+    ["train", "evaluate", "predict", "export", "inspect", "tune"],
+    "train (then evaluate), evaluate a checkpoint, predict images, export a checkpoint (the "
+    "best, see config.eval.checkpoint) as a bundle, inspect the data, or tune the "
+    "post-processing on the eval split.",
+)
 flags.DEFINE_string("input", None, "predict: an image file or a folder of images.")
-flags.DEFINE_string("output", None, "predict: the folder for label and overlay PNGs; "
-                    "export: the bundle folder (default WORKDIR/export); evaluate with "
-                    "--model: the folder for results.json and panels.")
-flags.DEFINE_string("model", None, "evaluate/predict: an exported bundle folder, or the "
-                    "name of a bundle shipped in instseg_jax/pretrained/; then neither "
-                    "--config nor --workdir is needed.")
-flags.DEFINE_bool("multihost", False,
-                  "Call jax.distributed.initialize() first: auto-detected on SLURM, TPU "
-                  "and cloud; give the three flags below anywhere else.")
+flags.DEFINE_string(
+    "output",
+    None,
+    "predict: the folder for label and overlay PNGs; "
+    "export: the bundle folder (default WORKDIR/export); evaluate with "
+    "--model: the folder for results.json and panels.",
+)
+flags.DEFINE_string(
+    "model",
+    None,
+    "evaluate/predict: an exported bundle folder, or the "
+    "name of a bundle shipped in instseg_jax/pretrained/; then neither "
+    "--config nor --workdir is needed.",
+)
+flags.DEFINE_bool(
+    "multihost",
+    False,
+    "Call jax.distributed.initialize() first: auto-detected on SLURM, TPU "
+    "and cloud; give the three flags below anywhere else.",
+)
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (with --multihost).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (with --multihost).")
 flags.DEFINE_integer("process_id", None, "This process's index (with --multihost).")
@@ -51,12 +66,15 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def initialize_distributed() -> None:
   import jax  # pylint: disable=g-import-not-at-top
+
   if jax.config.jax_platforms in (None, "", "cpu") or "cpu" in str(jax.config.jax_platforms):
     # CPU collectives across processes need gloo; accelerators bring their own.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                             num_processes=FLAGS.num_processes,
-                             process_id=FLAGS.process_id)
+  jax.distributed.initialize(
+      coordinator_address=FLAGS.coordinator_address,
+      num_processes=FLAGS.num_processes,
+      process_id=FLAGS.process_id,
+  )
 
 
 def main(argv):
@@ -71,6 +89,7 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   from instseg_jax import compilation_cache  # pylint: disable=g-import-not-at-top
   from instseg_jax import data, evaluate, export, predict, train, tune, validate  # pylint: disable=g-import-not-at-top
+
   compilation_cache.enable()
   mode = FLAGS.mode
   if mode == "predict" and (not FLAGS.input or not FLAGS.output):
@@ -87,8 +106,10 @@ def main(argv):
       fail("--mode=evaluate --model=BUNDLE needs --output=FOLDER for results.json and panels")
   else:
     if FLAGS.config is None or not FLAGS.workdir:
-      fail(f"--mode={mode} needs --config=configs/NAME.py and --workdir=DIR"
-           + (" (or --model=BUNDLE)" if mode in ("evaluate", "predict") else ""))
+      fail(
+          f"--mode={mode} needs --config=configs/NAME.py and --workdir=DIR"
+          + (" (or --model=BUNDLE)" if mode in ("evaluate", "predict") else "")
+      )
     config, workdir = FLAGS.config, FLAGS.workdir
   try:
     validate.validate(config, num_devices=jax.device_count())
@@ -105,6 +126,7 @@ def main(argv):
       tune.tune(config, workdir)
     elif mode == "inspect":
       from instseg_jax.data import inspect as data_inspect  # pylint: disable=g-import-not-at-top
+
       data_inspect.inspect(config, workdir)
     elif mode == "export":
       bundle = export.export(config, workdir, FLAGS.output or f"{workdir}/export")

@@ -33,15 +33,20 @@ HParam = bool | int | float | str
 class MetricWriter(Protocol):
   """What the training loop writes to."""
 
-  def write_scalars(self, step: int, scalars: Mapping[str, Scalar]) -> None: ...
+  def write_scalars(self, step: int, scalars: Mapping[str, Scalar]) -> None:
+    ...
 
-  def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None: ...
+  def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
+    ...
 
-  def write_hparams(self, hparams: Mapping[str, HParam]) -> None: ...
+  def write_hparams(self, hparams: Mapping[str, HParam]) -> None:
+    ...
 
-  def flush(self) -> None: ...
+  def flush(self) -> None:
+    ...
 
-  def close(self) -> None: ...
+  def close(self) -> None:
+    ...
 
 
 def _logged_step(line: str) -> float:
@@ -134,6 +139,7 @@ class TensorBoardWriter:
     # Imported here: tensorboardX loads torch when it is installed, a second of start-up
     # that the processes that write nothing should not pay.
     import tensorboardX  # pylint: disable=g-import-not-at-top
+
     self._writer = tensorboardX.SummaryWriter(logdir, purge_step=purge_step, flush_secs=30)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Scalar]) -> None:
@@ -142,8 +148,7 @@ class TensorBoardWriter:
 
   def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
     for name, image in images.items():
-      self._writer.add_image(tensorboard_tag(name), np.asarray(image), int(step),
-                             dataformats="HWC")
+      self._writer.add_image(tensorboard_tag(name), np.asarray(image), int(step), dataformats="HWC")
 
   def write_hparams(self, hparams: Mapping[str, HParam]) -> None:
     """The HParams dashboard's record of this run, in its own event file.
@@ -152,6 +157,7 @@ class TensorBoardWriter:
     table from the run's scalars.
     """
     from tensorboardX import summary  # pylint: disable=g-import-not-at-top
+
     _, session_start, _ = summary.hparams(dict(hparams), {})
     self._writer._get_file_writer().add_summary(session_start)  # pylint: disable=protected-access
 
@@ -199,8 +205,9 @@ def create_writer(workdir: str, *, process_index: int, start_step: int = 0) -> M
     return MultiWriter([])
   jsonl = JsonlWriter(workdir)
   drop_rows_after(jsonl.path, start_step)
-  return MultiWriter([jsonl, TensorBoardWriter(workdir, purge_step=start_step + 1
-                                               if start_step else None)])
+  return MultiWriter(
+      [jsonl, TensorBoardWriter(workdir, purge_step=start_step + 1 if start_step else None)]
+  )
 
 
 def flat_hparams(config: ml_collections.ConfigDict) -> dict[str, HParam]:
@@ -237,15 +244,19 @@ def read_events(logdir: str) -> dict[str, list[tuple[int, float | np.ndarray]]]:
   from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
 
   found: dict[str, list[tuple[int, float | np.ndarray]]] = {}
-  paths = sorted(os.path.join(root, name) for root, _, names in os.walk(logdir)
-                 for name in names if name.startswith("events.out.tfevents"))
+  paths = sorted(
+      os.path.join(root, name)
+      for root, _, names in os.walk(logdir)
+      for name in names
+      if name.startswith("events.out.tfevents")
+  )
   for path in paths:
     with open(path, "rb") as f:
       data = f.read()
     offset = 0
     while offset + 12 <= len(data):
-      length = int.from_bytes(data[offset:offset + 8], "little")
-      record = data[offset + 12:offset + 12 + length]
+      length = int.from_bytes(data[offset : offset + 8], "little")
+      record = data[offset + 12 : offset + 12 + length]
       offset += 12 + length + 4
       event = event_pb2.Event.FromString(record)
       for value in event.summary.value:

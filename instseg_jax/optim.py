@@ -28,26 +28,30 @@ SCHEDULES: dict[str, Callable[[ml_collections.ConfigDict, int], optax.Schedule]]
 }
 
 
-def _adam(schedule: optax.Schedule, optim: ml_collections.ConfigDict
-          ) -> optax.GradientTransformation:
+def _adam(
+    schedule: optax.Schedule, optim: ml_collections.ConfigDict
+) -> optax.GradientTransformation:
   del optim  # no options beyond the learning rate
   return optax.adam(schedule)
 
 
-def _adamw(schedule: optax.Schedule, optim: ml_collections.ConfigDict
-           ) -> optax.GradientTransformation:
+def _adamw(
+    schedule: optax.Schedule, optim: ml_collections.ConfigDict
+) -> optax.GradientTransformation:
   return optax.adamw(schedule, weight_decay=optim.weight_decay)
 
 
-def _sgd(schedule: optax.Schedule, optim: ml_collections.ConfigDict
-         ) -> optax.GradientTransformation:
+def _sgd(
+    schedule: optax.Schedule, optim: ml_collections.ConfigDict
+) -> optax.GradientTransformation:
   del optim  # no options beyond the learning rate
   return optax.sgd(schedule, momentum=0.9)
 
 
 # config.optim.name -> the optax optimizer, from the learning-rate schedule and config.optim.
-OPTIMIZERS: dict[str, Callable[[optax.Schedule, ml_collections.ConfigDict],
-                               optax.GradientTransformation]] = {
+OPTIMIZERS: dict[
+    str, Callable[[optax.Schedule, ml_collections.ConfigDict], optax.GradientTransformation]
+] = {
     "adam": _adam,
     "adamw": _adamw,
     "sgd": _sgd,
@@ -59,11 +63,13 @@ def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   optim = config.optim
   warmup = min(optim.warmup_steps, max(config.train.num_steps - 1, 0))
   after = lookup(SCHEDULES, optim.schedule, "config.optim.schedule")(
-      optim, max(config.train.num_steps - warmup, 1))
+      optim, max(config.train.num_steps - warmup, 1)
+  )
   if warmup == 0:
     return after
   return optax.join_schedules(
-      [optax.linear_schedule(0.0, optim.learning_rate, warmup), after], [warmup])
+      [optax.linear_schedule(0.0, optim.learning_rate, warmup), after], [warmup]
+  )
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:

@@ -29,8 +29,8 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
   """This process's rows of a batch -> global arrays split over the data axis."""
   sharding = batch_sharded(mesh)
   return jax.tree_util.tree_map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
-      local_batch)
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch
+  )
 
 
 def to_host(tree):
@@ -39,10 +39,12 @@ def to_host(tree):
   np.asarray refuses arrays that span devices of other processes; a replicated
   array has a full copy on each local device, so the first one is the value.
   """
+
   def fetch(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
       return np.asarray(x.addressable_data(0))
     return np.asarray(x)
+
   return jax.tree_util.tree_map(fetch, tree)
 
 
@@ -50,6 +52,7 @@ def sync(name: str) -> None:
   """Barrier across processes (a no-op with one process)."""
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     multihost_utils.sync_global_devices(name)
 
 
@@ -62,5 +65,6 @@ def any_process(flag: bool) -> bool:
   if jax.process_count() == 1:
     return bool(flag)
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
   flags = multihost_utils.process_allgather(np.asarray(flag, np.int32))
   return bool(np.any(flags))

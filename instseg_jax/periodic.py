@@ -25,6 +25,7 @@ class Every:
     save = Every(steps=500, seconds=600.0)
     if save(step): ...
   """
+
   steps: int = 0
   seconds: float = 0.0
   clock: Callable[[], float] = time.monotonic
@@ -58,8 +59,12 @@ class ActionTimer:
 
   TRAIN = "train"
 
-  def __init__(self, names: tuple[str, ...] = ("eval", "checkpoint"), *,
-               clock: Callable[[], float] = time.perf_counter):
+  def __init__(
+      self,
+      names: tuple[str, ...] = ("eval", "checkpoint"),
+      *,
+      clock: Callable[[], float] = time.perf_counter,
+  ):
     self._clock = clock
     self.names = names
     self._window = dict.fromkeys(names, 0.0)
@@ -89,8 +94,9 @@ class ActionTimer:
     """One line for the end of a run: seconds in all and the share of each action."""
     self.window()
     total = max(sum(self._total.values()), 1e-9)
-    shares = ", ".join(f"{name} {100 * seconds / total:.0f}%"
-                       for name, seconds in self._total.items())
+    shares = ", ".join(
+        f"{name} {100 * seconds / total:.0f}%" for name, seconds in self._total.items()
+    )
     return f"{total:.0f} s: {shares}"
 
 

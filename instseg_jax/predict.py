@@ -62,6 +62,7 @@ def output_stems(paths: list[str]) -> dict[str, str]:
 
   Only the base name is used, so names derived from inputs never leave the output folder.
   """
+
   def stem(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0].lstrip(".") or "image"
 
@@ -75,8 +76,14 @@ def output_stems(paths: list[str]) -> dict[str, str]:
   return names
 
 
-def predict(config: ml_collections.ConfigDict, workdir: str | None, input_path: str,
-            output_dir: str, *, params=None) -> dict[str, str]:
+def predict(
+    config: ml_collections.ConfigDict,
+    workdir: str | None,
+    input_path: str,
+    output_dir: str,
+    *,
+    params=None,
+) -> dict[str, str]:
   """Segments every image under input_path; returns {path: reason} for the files skipped."""
   if params is None:
     params = evaluate.load_params(config, workdir)
@@ -99,6 +106,9 @@ def predict(config: ml_collections.ConfigDict, workdir: str | None, input_path: 
     written += 1
   for path, reason in sorted(failures.items()):
     print(f"skipped {path}: {reason}", flush=True)
-  print(f"wrote {written} label maps to {output_dir}"
-        + (f"; skipped {len(failures)} files" if failures else ""), flush=True)
+  print(
+      f"wrote {written} label maps to {output_dir}"
+      + (f"; skipped {len(failures)} files" if failures else ""),
+      flush=True,
+  )
   return failures

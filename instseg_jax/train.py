@@ -65,8 +65,7 @@ def data_dir(config: ml_collections.ConfigDict) -> str | None:
   return config.data.data_dir or None
 
 
-def prepare_data(config: ml_collections.ConfigDict, *, process_index: int,
-                 agree=None) -> None:
+def prepare_data(config: ml_collections.ConfigDict, *, process_index: int, agree=None) -> None:
   """Writes the data set files on process 0 and checks what the run will read.
 
   Every process learns whether process 0 succeeded, so that a failed build ends
@@ -95,8 +94,7 @@ def prepare_data(config: ml_collections.ConfigDict, *, process_index: int,
   if error is not None:
     raise error
   if failed:
-    raise builders.DataError(
-        "preparing the data failed on process 0; its output says why")
+    raise builders.DataError("preparing the data failed on process 0; its output says why")
 
 
 def _raise_if_nonfinite(pending, fetched, checkpointer) -> None:
@@ -107,11 +105,13 @@ def _raise_if_nonfinite(pending, fetched, checkpointer) -> None:
           f"non-finite loss or gradient at step {step} (batch ids {batch_ids.tolist()} of "
           f"this process); the last good checkpoint is step {checkpointer.latest_step()} "
           f"in {checkpointer.directory}. Lower config.optim.learning_rate, or set "
-          "config.train.skip_nonfinite=True to skip such steps")
+          "config.train.skip_nonfinite=True to skip such steps"
+      )
 
 
-def training_scalars(fetched: list[dict], *, seconds: dict[str, float], batch_size: int,
-                     learning_rate: float) -> dict[str, float]:
+def training_scalars(
+    fetched: list[dict], *, seconds: dict[str, float], batch_size: int, learning_rate: float
+) -> dict[str, float]:
   """The row a logging step writes for the steps since the last one.
 
   Loss terms and gradient norm are averaged over the finite steps (skipped steps are
@@ -128,8 +128,12 @@ def training_scalars(fetched: list[dict], *, seconds: dict[str, float], batch_si
   row = {k: float(np.mean([m[k] for m in finite])) for k in fetched[-1]}
   row["skipped"] = float(sum(1 - m["finite"] for m in fetched))
   steps_per_second = len(fetched) / max(seconds[periodic.ActionTimer.TRAIN], 1e-9)
-  row.update(learning_rate=learning_rate, steps_per_second=steps_per_second,
-             images_per_second=steps_per_second * batch_size, **periodic.fractions(seconds))
+  row.update(
+      learning_rate=learning_rate,
+      steps_per_second=steps_per_second,
+      images_per_second=steps_per_second * batch_size,
+      **periodic.fractions(seconds),
+  )
   return row
 
 
@@ -162,18 +166,25 @@ def _stop_message(stopped_by: str, step: int, checkpointer: checkpoint.Checkpoin
   """What a stopped run tells the user, from what is on disk rather than what was meant."""
   saved = checkpointer.latest_step(reload=True)
   if saved == step:
-    return (f"Stopped by {stopped_by} after step {step}; checkpoint of step {saved} saved in "
-            f"{checkpointer.directory}. Run the same command again to resume.")
+    return (
+        f"Stopped by {stopped_by} after step {step}; checkpoint of step {saved} saved in "
+        f"{checkpointer.directory}. Run the same command again to resume."
+    )
   if saved is None:
-    return (f"Stopped by {stopped_by} after step {step}; no checkpoint is in "
-            f"{checkpointer.directory}, so the same command starts again from step 0.")
-  return (f"Stopped by {stopped_by} after step {step}; the latest checkpoint in "
-          f"{checkpointer.directory} is step {saved}. Run the same command again to resume "
-          f"from it.")
+    return (
+        f"Stopped by {stopped_by} after step {step}; no checkpoint is in "
+        f"{checkpointer.directory}, so the same command starts again from step 0."
+    )
+  return (
+      f"Stopped by {stopped_by} after step {step}; the latest checkpoint in "
+      f"{checkpointer.directory} is step {saved}. Run the same command again to resume "
+      f"from it."
+  )
 
 
-def _with_pretrained_encoder(state: state_lib.TrainState, config: ml_collections.ConfigDict,
-                             sharding) -> state_lib.TrainState:
+def _with_pretrained_encoder(
+    state: state_lib.TrainState, config: ml_collections.ConfigDict, sharding
+) -> state_lib.TrainState:
   """A fresh state whose encoder holds the weights of config.model.pretrained.
 
   Only for a fresh start: a resumed run has its trained weights in the checkpoint.
@@ -181,8 +192,9 @@ def _with_pretrained_encoder(state: state_lib.TrainState, config: ml_collections
   try:
     params = models.load_pretrained(jax.device_get(state.params), config)
   except (ImportError, ValueError) as error:
-    raise validate.ConfigError(f"config.model.pretrained={config.model.pretrained!r}: {error}"
-                               ) from error
+    raise validate.ConfigError(
+        f"config.model.pretrained={config.model.pretrained!r}: {error}"
+    ) from error
   fresh = state_lib.TrainState.create(apply_fn=state.apply_fn, params=params, tx=state.tx)
   return jax.device_put(fresh, sharding)
 
@@ -200,17 +212,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   # One process writes the data set files; the others read them once written.
   prepare_data(config, process_index=jax.process_index())
   data_iterator = pipeline.train_iterator(
-      config, data_dir=data_dir(config), process_index=jax.process_index(),
-      process_count=jax.process_count())
+      config,
+      data_dir=data_dir(config),
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+  )
 
   model = models.create_model(config)
   replicated = parallel.replicated(mesh)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
-  create = jax.jit(functools.partial(state_lib.create_train_state, model, config),
-                   out_shardings=replicated)
+  create = jax.jit(
+      functools.partial(state_lib.create_train_state, model, config), out_shardings=replicated
+  )
   state = create(init_rng)
-  say(f"model {config.model.name}: {state_lib.parameter_count(state.params):,} parameters, "
-      f"{jax.device_count()} devices, {jax.process_count()} processes")
+  say(
+      f"model {config.model.name}: {state_lib.parameter_count(state.params):,} parameters, "
+      f"{jax.device_count()} devices, {jax.process_count()} processes"
+  )
 
   checkpointer = checkpoint.Checkpointer(workdir, max_to_keep=config.train.keep_checkpoints)
   if checkpointer.latest_step() is not None:
@@ -225,12 +243,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
       in_shardings=(replicated, parallel.batch_sharded(mesh), replicated),
       out_shardings=(replicated, replicated),
       donate_argnums=0,
-      compiler_options=models.compiler_options())
+      compiler_options=models.compiler_options(),
+  )
 
   start_step = int(state.step)
   num_steps = config.train.num_steps
-  writer = metric_writers.create_writer(workdir, process_index=jax.process_index(),
-                                        start_step=start_step)
+  writer = metric_writers.create_writer(
+      workdir, process_index=jax.process_index(), start_step=start_step
+  )
   if start_step == 0:
     writer.write_hparams(metric_writers.flat_hparams(config))
   best = evaluate.best_checkpoint(config, workdir, read_only=False)
@@ -238,15 +258,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   save_clock = periodic.Every(seconds=config.train.checkpoint_every_seconds)
   # The trace starts after the first logging window, past compilation; process 0 only.
   profile = periodic.Profile(
-      workdir, first_step=start_step + config.train.log_every,
-      num_steps=config.train.profile_steps if jax.process_index() == 0 else 0)
+      workdir,
+      first_step=start_step + config.train.log_every,
+      num_steps=config.train.profile_steps if jax.process_index() == 0 else 0,
+  )
   timer = periodic.ActionTimer(("eval", "checkpoint"))
   last_eval = None
   stopped_by = None
   try:
-    with stop_requests() as requested, tqdm(
-        total=num_steps, initial=start_step, desc="train", unit="step",
-        disable=jax.process_index() != 0 or start_step >= num_steps) as bar:
+    with (
+        stop_requests() as requested,
+        tqdm(
+            total=num_steps,
+            initial=start_step,
+            desc="train",
+            unit="step",
+            disable=jax.process_index() != 0 or start_step >= num_steps,
+        ) as bar,
+    ):
       pending = []
       for step in range(start_step, num_steps):
         batch = next(data_iterator)
@@ -259,13 +288,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
         # What happens after this step. Every process decides the same: saves and stops are
         # collective.
         logs = done % config.train.log_every == 0
-        saves = (done % config.train.checkpoint_every == 0 or is_last
-                 or time_to_save(save_clock, done, sync_point=logs))
+        saves = (
+            done % config.train.checkpoint_every == 0
+            or is_last
+            or time_to_save(save_clock, done, sync_point=logs)
+        )
         # Decided once per step, so that a stop is always a save: a signal that comes
         # later in this step (while waiting on the fetch, say) stops the next one.
         stop = stop_agreed(requested, sync_point=logs or saves)
-        evaluates = not stop and (is_last or (
-            config.train.eval_every and done % config.train.eval_every == 0))
+        evaluates = not stop and (
+            is_last or (config.train.eval_every and done % config.train.eval_every == 0)
+        )
         profile(done)
         # Metrics are checked before every save so a non-finite state is never saved.
         if logs or saves or stop:
@@ -273,9 +306,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
           if not config.train.skip_nonfinite:
             _raise_if_nonfinite(pending, fetched, checkpointer)
           pending = []
-          row = training_scalars(fetched, seconds=timer.window(),
-                                 batch_size=config.train.batch_size,
-                                 learning_rate=float(learning_rate(done - 1)))
+          row = training_scalars(
+              fetched,
+              seconds=timer.window(),
+              batch_size=config.train.batch_size,
+              learning_rate=float(learning_rate(done - 1)),
+          )
           writer.write_scalars(done, row)
           bar.set_postfix(loss=f"{row['loss']:.4f}")
         if saves or stop:
@@ -284,8 +320,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
           save_clock.restart()
         if evaluates:
           with timer("eval"):
-            last_eval = done, evaluate_and_keep_best(config, workdir, state.params, done,
-                                                     writer=writer, best=best)
+            last_eval = done, evaluate_and_keep_best(
+                config, workdir, state.params, done, writer=writer, best=best
+            )
         if stop:
           stopped_by = requested["signal"] or "a stop request of another process"
           break
@@ -309,9 +346,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   return final_evaluation(config, workdir, last_eval, in_use)
 
 
-def evaluate_and_keep_best(config: ml_collections.ConfigDict, workdir: str, params, step: int,
-                           *, writer: metric_writers.MetricWriter,
-                           best: checkpoint.BestCheckpoint) -> dict[str, float] | None:
+def evaluate_and_keep_best(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    params,
+    step: int,
+    *,
+    writer: metric_writers.MetricWriter,
+    best: checkpoint.BestCheckpoint,
+) -> dict[str, float] | None:
   """Scores params on the eval split (the evaluate path), logs them, keeps them if the best.
 
   The evaluation is host work on process 0, on its local devices; the other processes
@@ -322,21 +365,27 @@ def evaluate_and_keep_best(config: ml_collections.ConfigDict, workdir: str, para
   """
   summary, value, improved = None, float("nan"), False
   if jax.process_index() == 0:
-    summary = evaluate.evaluate(config, workdir, params=parallel.to_host(params),
-                                verbose=False, writer=writer, step=step)
+    summary = evaluate.evaluate(
+        config, workdir, params=parallel.to_host(params), verbose=False, writer=writer, step=step
+    )
     value = summary.get(best.metric, float("nan"))
     improved = best.improves(value)
     if best.metric in summary:
-      say(f"step {step}: validation {best.metric} {value:.3f}"
-          + (" (best so far, kept)" if improved else ""))
+      say(
+          f"step {step}: validation {best.metric} {value:.3f}"
+          + (" (best so far, kept)" if improved else "")
+      )
   if parallel.any_process(improved):
     best.save(step, params, value)
   return summary
 
 
-def final_evaluation(config: ml_collections.ConfigDict, workdir: str,
-                     last_eval: tuple[int, dict] | None,
-                     in_use: tuple[str, int] | None) -> dict[str, float]:
+def final_evaluation(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    last_eval: tuple[int, dict] | None,
+    in_use: tuple[str, int] | None,
+) -> dict[str, float]:
   """The scores of `in_use` (`evaluate.checkpoint_in_use`), the checkpoint evaluate uses.
 
   That checkpoint is evaluated again only when it is not the one the loop evaluated last.

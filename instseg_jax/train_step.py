@@ -9,9 +9,13 @@ from instseg_jax import losses
 from instseg_jax.state import TrainState
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
-               config: ml_collections.ConfigDict
-               ) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    rng: jax.Array,
+    *,
+    config: ml_collections.ConfigDict,
+) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step on a global batch.
 
   A step whose loss or gradient norm is not finite is reported through
@@ -32,19 +36,24 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   new_state = state.apply_gradients(grads=grads)
   if config.train.skip_nonfinite:
     new_state = jax.tree_util.tree_map(
-        lambda new, old: jnp.where(finite, new, old), new_state, state)
+        lambda new, old: jnp.where(finite, new, old), new_state, state
+    )
     new_state = new_state.replace(step=state.step + 1)
   metrics = dict(metrics, grad_norm=grad_norm, finite=finite.astype(jnp.float32))
   return new_state, metrics
 
 
-def predict_step(params, images: jax.Array, *, apply_fn, fg_threshold: float
-                 ) -> dict[str, jax.Array]:
+def predict_step(
+    params, images: jax.Array, *, apply_fn, fg_threshold: float
+) -> dict[str, jax.Array]:
   """Embeddings and the semantic head's answers (see `semantic_outputs`) for images (B,H,W,3)."""
   outputs = apply_fn({"params": params}, images)
-  result = {"embedding": outputs["embedding"],
-            **semantic_outputs(jax.nn.softmax(outputs["semantic_logits"], axis=-1),
-                               fg_threshold=fg_threshold)}
+  result = {
+      "embedding": outputs["embedding"],
+      **semantic_outputs(
+          jax.nn.softmax(outputs["semantic_logits"], axis=-1), fg_threshold=fg_threshold
+      ),
+  }
   if "count" in outputs:
     result["count"] = outputs["count"]
   return result
@@ -57,6 +66,9 @@ def semantic_outputs(probabilities: jax.Array, *, fg_threshold: float) -> dict[s
   that every clustered pixel has one.
   """
   foreground = 1.0 - probabilities[..., 0]
-  return {"probabilities": probabilities, "foreground": foreground,
-          "mask": foreground > fg_threshold,
-          "classes": 1 + jnp.argmax(probabilities[..., 1:], axis=-1).astype(jnp.int32)}
+  return {
+      "probabilities": probabilities,
+      "foreground": foreground,
+      "mask": foreground > fg_threshold,
+      "classes": 1 + jnp.argmax(probabilities[..., 1:], axis=-1).astype(jnp.int32),
+  }

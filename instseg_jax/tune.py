@@ -36,25 +36,34 @@ MAX_ROUNDS = 3
 
 def candidates(config: ml_collections.ConfigDict) -> dict[str, tuple]:
   """The values tried for each tuned field of config.cluster."""
-  options = {"fg_threshold": FG_THRESHOLDS, "min_size": MIN_SIZES,
-             "fill_unclustered": (False, True), "flip_average": (False, True)}
+  options = {
+      "fg_threshold": FG_THRESHOLDS,
+      "min_size": MIN_SIZES,
+      "fill_unclustered": (False, True),
+      "flip_average": (False, True),
+  }
   if "bandwidth" in cluster_lib.METHODS[config.cluster.method].options:
     bandwidth = float(config.cluster.bandwidth)
-    options = {"bandwidth": tuple(round(bandwidth * f, 4) for f in BANDWIDTH_FACTORS),
-               **options}
+    options = {"bandwidth": tuple(round(bandwidth * f, 4) for f in BANDWIDTH_FACTORS), **options}
   return options
 
 
-def score(outputs: list[inference.NetworkOutput], truths: list[np.ndarray],
-          postprocess: inference.PostProcess, *, matching: bool = False, ap: bool = False
-          ) -> dict[str, float]:
+def score(
+    outputs: list[inference.NetworkOutput],
+    truths: list[np.ndarray],
+    postprocess: inference.PostProcess,
+    *,
+    matching: bool = False,
+    ap: bool = False,
+) -> dict[str, float]:
   """The CVPPP summary (and matching scores, and mask AP) of one post-processing over outputs."""
   accumulator = aggregation.MetricAccumulator(ap=ap)
   matches = matching_lib.MatchingAccumulator() if matching else None
   for i, (output, gt) in enumerate(zip(outputs, truths)):
     result = inference.apply_postprocess(output, postprocess)
-    confidences = ({"scores": ap_lib.instance_confidences(result.labels, result.foreground)}
-                   if ap else {})
+    confidences = (
+        {"scores": ap_lib.instance_confidences(result.labels, result.foreground)} if ap else {}
+    )
     accumulator.add(i, result.labels, gt, ignore=gt < 0, **confidences)
     if matches is not None:
       matches.add(np.maximum(gt, 0), np.where(gt < 0, 0, result.labels))
@@ -64,8 +73,9 @@ def score(outputs: list[inference.NetworkOutput], truths: list[np.ndarray],
   return summary
 
 
-def coordinate_ascent(evaluate_fn, start: inference.PostProcess, grid: dict[str, tuple]
-                      ) -> tuple[inference.PostProcess, float]:
+def coordinate_ascent(
+    evaluate_fn, start: inference.PostProcess, grid: dict[str, tuple]
+) -> tuple[inference.PostProcess, float]:
   """The post-processing with the best evaluate_fn found by changing one field at a time."""
   best, best_value = start, evaluate_fn(start)
   for _ in range(MAX_ROUNDS):
@@ -82,23 +92,32 @@ def coordinate_ascent(evaluate_fn, start: inference.PostProcess, grid: dict[str,
 
 
 def tuned_fields(postprocess: inference.PostProcess, grid: dict[str, tuple]) -> dict:
-  values = {**postprocess.options, "fg_threshold": postprocess.fg_threshold,
-            "min_size": postprocess.min_size, "fill_unclustered": postprocess.fill_unclustered,
-            "flip_average": postprocess.flip_average}
+  values = {
+      **postprocess.options,
+      "fg_threshold": postprocess.fg_threshold,
+      "min_size": postprocess.min_size,
+      "fill_unclustered": postprocess.fill_unclustered,
+      "flip_average": postprocess.flip_average,
+  }
   return {field: values[field] for field in grid}
 
 
 def tune(config: ml_collections.ConfigDict, workdir: str, *, params=None) -> dict:
   """Chooses config.cluster's post-processing on the eval split; writes and returns it."""
   from instseg_jax import evaluate  # pylint: disable=g-import-not-at-top
+
   workdir = os.path.abspath(workdir)
   if params is None:
     params = evaluate.load_params(config, workdir)
   segmenter = inference.Segmenter(config, params)
   # The network's outputs, without and with flip averaging, computed once per image.
   outputs, truths = {False: [], True: []}, []
-  for example in tqdm(pipeline.eval_records(config, data_dir=config.data.data_dir or None),
-                      total=evaluate.num_eval_examples(config), desc="network", unit="image"):
+  for example in tqdm(
+      pipeline.eval_records(config, data_dir=config.data.data_dir or None),
+      total=evaluate.num_eval_examples(config),
+      desc="network",
+      unit="image",
+  ):
     for flip, found in outputs.items():
       found.append(segmenter.network(example["image"], flip_average=flip))
     truths.append(example["instances"])
@@ -112,8 +131,13 @@ def tune(config: ml_collections.ConfigDict, workdir: str, *, params=None) -> dic
   def objective(postprocess: inference.PostProcess) -> float:
     key = repr(postprocess)
     if key not in summaries:
-      summaries[key] = score(outputs[postprocess.flip_average], truths, postprocess,
-                             matching=metric in matching_lib.KEYS, ap=metric in ap_lib.AP_KEYS)
+      summaries[key] = score(
+          outputs[postprocess.flip_average],
+          truths,
+          postprocess,
+          matching=metric in matching_lib.KEYS,
+          ap=metric in ap_lib.AP_KEYS,
+      )
     return sign * summaries[key][metric]
 
   grid = candidates(config)
@@ -121,9 +145,12 @@ def tune(config: ml_collections.ConfigDict, workdir: str, *, params=None) -> dic
   best, _ = coordinate_ascent(objective, start, grid)
   result = {
       "step": (evaluate.checkpoint_in_use(config, workdir) or (None, None))[1],
-      "split": config.data.eval_split, "images": len(truths), "objective": metric,
+      "split": config.data.eval_split,
+      "images": len(truths),
+      "objective": metric,
       "cluster": tuned_fields(best, grid),
-      "before": summaries[repr(start)], "after": summaries[repr(best)],
+      "before": summaries[repr(start)],
+      "after": summaries[repr(best)],
       "trials": len(summaries),
   }
   path = os.path.join(workdir, TUNED_FILE)
@@ -132,16 +159,20 @@ def tune(config: ml_collections.ConfigDict, workdir: str, *, params=None) -> dic
     json.dump(result, f, indent=1)
   os.replace(tmp, path)
   chosen = ", ".join(f"{k}={v}" for k, v in result["cluster"].items())
-  print(f"tuned on {len(truths)} images of {config.data.eval_split!r} ({len(summaries)} "
-        f"trials): {chosen}", flush=True)
+  print(
+      f"tuned on {len(truths)} images of {config.data.eval_split!r} ({len(summaries)} "
+      f"trials): {chosen}",
+      flush=True,
+  )
   for name in dict.fromkeys((metric, "SBD", "FBD", "|DiC|")):
     print(f"{name} {result['before'][name]:.3f} -> {result['after'][name]:.3f}", flush=True)
   print(f"wrote {path}; evaluate, predict and export use it", flush=True)
   return result
 
 
-def with_tuned(config: ml_collections.ConfigDict, workdir: str | None, *,
-               verbose: bool = True) -> ml_collections.ConfigDict:
+def with_tuned(
+    config: ml_collections.ConfigDict, workdir: str | None, *, verbose: bool = True
+) -> ml_collections.ConfigDict:
   """config with the post-processing of WORKDIR/postprocess.json, if there is one and it is used."""
   if not workdir or not config.cluster.use_tuned:
     return config

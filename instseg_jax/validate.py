@@ -31,12 +31,16 @@ def _positive(config: ml_collections.ConfigDict, path: str) -> None:
     raise ConfigError(f"config.{path}={value!r} must be a positive integer")
 
 
-def _at_least(config: ml_collections.ConfigDict, path: str, bound: float, *,
-              strict: bool = False) -> None:
+def _at_least(
+    config: ml_collections.ConfigDict, path: str, bound: float, *, strict: bool = False
+) -> None:
   """Checks a number against its bound: value > bound (strict) or value >= bound."""
   value = _value(config, path)
-  ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-        and (value > bound if strict else value >= bound))
+  ok = (
+      isinstance(value, (int, float))
+      and not isinstance(value, bool)
+      and (value > bound if strict else value >= bound)
+  )
   if not ok:
     raise ConfigError(f"config.{path}={value!r} must be {'>' if strict else '>='} {bound}")
 
@@ -50,7 +54,8 @@ def check_batch_split(batch_size: int, parts: int, what: str) -> int:
   if batch_size <= 0 or batch_size % parts:
     raise ConfigError(
         f"config.train.batch_size={batch_size} is not divisible by the {parts} {what}; "
-        f"use a positive multiple of {parts}")
+        f"use a positive multiple of {parts}"
+    )
   return batch_size // parts
 
 
@@ -82,17 +87,28 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
   model = models.create_model(config)
   optim.make_optimizer(config)
   inference.PostProcess.from_config(config)
-  if (config.cluster.method == "kmeans" and not config.cluster.num_clusters
-      and not config.model.counter):
-    raise ConfigError("config.cluster.method='kmeans' needs config.cluster.num_clusters > 0 "
-                      "or config.model.counter=True to predict the count")
+  if (
+      config.cluster.method == "kmeans"
+      and not config.cluster.num_clusters
+      and not config.model.counter
+  ):
+    raise ConfigError(
+        "config.cluster.method='kmeans' needs config.cluster.num_clusters > 0 "
+        "or config.model.counter=True to predict the count"
+    )
   pretrained = config.model.pretrained
   if pretrained and not os.path.isfile(pretrained):
     raise ConfigError(f"config.model.pretrained={pretrained!r}: no such file")
   if config.loss.preset:
     _choice(config, "loss.preset", losses.LOSS_PRESETS)
-  for path in ("train.batch_size", "train.num_steps", "train.log_every",
-               "train.checkpoint_every", "data.max_instances", "model.embedding_dim"):
+  for path in (
+      "train.batch_size",
+      "train.num_steps",
+      "train.log_every",
+      "train.checkpoint_every",
+      "data.max_instances",
+      "model.embedding_dim",
+  ):
     _positive(config, path)
   # A bandwidth of 0 gives degenerate labels, a negative side shrinks every image to one
   # pixel, and keeping no checkpoint leaves nothing to resume or evaluate.
@@ -107,7 +123,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
   if config.data.num_classes < 2:
     raise ConfigError(
         f"config.data.num_classes={config.data.num_classes} must count background and at "
-        "least one foreground class (>= 2)")
+        "least one foreground class (>= 2)"
+    )
 
   check_batch_split(config.train.batch_size, num_devices, "devices")
   size = tuple(config.data.image_size)
@@ -118,4 +135,5 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
     fixed = tuple(-(-s // stride) * stride for s in size)
     raise ConfigError(
         f"config.data.image_size={size} is not divisible by the network's stride {stride}; "
-        f"use e.g. {fixed}")
+        f"use e.g. {fixed}"
+    )

@@ -16,8 +16,12 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
 
 
 # Hues a golden-ratio step apart, in two brightnesses: consecutive entries differ most.
-PALETTE = np.stack([_hsv_to_rgb((i * 0.618034) % 1.0, 0.85 if i % 2 else 0.6,
-                                1.0 if i % 4 < 2 else 0.75) for i in range(24)])
+PALETTE = np.stack(
+    [
+        _hsv_to_rgb((i * 0.618034) % 1.0, 0.85 if i % 2 else 0.6, 1.0 if i % 4 < 2 else 0.75)
+        for i in range(24)
+    ]
+)
 
 
 def neighbour_pairs(labels: np.ndarray, *, reach: int = 2) -> np.ndarray:
@@ -33,8 +37,8 @@ def neighbour_pairs(labels: np.ndarray, *, reach: int = 2) -> np.ndarray:
     for dx in range(-reach, reach + 1):
       if dy == 0 and dx <= 0:
         continue  # each offset once: (dy, dx) and (-dy, -dx) find the same pairs
-      a = labels[:height - dy, max(0, -dx):width - max(0, dx)]
-      b = labels[dy:, max(0, dx):width - max(0, -dx)]
+      a = labels[: height - dy, max(0, -dx) : width - max(0, dx)]
+      b = labels[dy:, max(0, dx) : width - max(0, -dx)]
       touching = (a > 0) & (b > 0) & (a != b)
       low, high = np.minimum(a[touching], b[touching]), np.maximum(a[touching], b[touching])
       found.append(np.unique(low * base + high))  # one number per pair: fast to deduplicate
@@ -95,13 +99,17 @@ def overlay(image: np.ndarray, labels: np.ndarray, *, alpha: float = 0.5) -> np.
   """Instances blended over the image (background left as is)."""
   image = to_uint8(image).astype(np.float32)
   colors = colorize(labels).astype(np.float32)
-  mixed = np.where((np.asarray(labels) > 0)[..., None],
-                   (1 - alpha) * image + alpha * colors, image)
+  mixed = np.where((np.asarray(labels) > 0)[..., None], (1 - alpha) * image + alpha * colors, image)
   return mixed.astype(np.uint8)
 
 
-def panel(image: np.ndarray, prediction: np.ndarray,
-          ground_truth: np.ndarray | None = None, *, gap: int = 4) -> np.ndarray:
+def panel(
+    image: np.ndarray,
+    prediction: np.ndarray,
+    ground_truth: np.ndarray | None = None,
+    *,
+    gap: int = 4,
+) -> np.ndarray:
   """input | predicted instances | ground truth, side by side with white gaps."""
   parts = [to_uint8(image), colorize(prediction)]
   if ground_truth is not None:
@@ -118,8 +126,9 @@ def save_png(path: str, array: np.ndarray) -> None:
 
 def stack_rows(rows: list[np.ndarray], *, gap: int = 4) -> np.ndarray:
   width = max(r.shape[1] for r in rows)
-  padded = [np.pad(r, ((0, gap), (0, width - r.shape[1]), (0, 0)), constant_values=255)
-            for r in rows]
+  padded = [
+      np.pad(r, ((0, gap), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows
+  ]
   return np.concatenate(padded, axis=0)[:-gap]
 
 
@@ -137,7 +146,7 @@ def pca(points: np.ndarray, components: int) -> tuple[np.ndarray, np.ndarray]:
     _, _, vt = np.linalg.svd(points - mean, full_matrices=False)
     kept = vt[:components]
     signs = np.sign(kept[np.arange(len(kept)), np.argmax(np.abs(kept), axis=1)])
-    basis[:len(kept)] = kept * np.where(signs == 0, 1.0, signs)[:, None]
+    basis[: len(kept)] = kept * np.where(signs == 0, 1.0, signs)[:, None]
   return mean, basis
 
 
@@ -162,8 +171,11 @@ def embedding_rgb(embedding: np.ndarray, foreground: np.ndarray | None = None) -
   """
   embedding = np.asarray(embedding, np.float64)
   pixels = embedding.reshape(-1, embedding.shape[-1])
-  mask = (np.ones(pixels.shape[0], bool) if foreground is None
-          else np.asarray(foreground, bool).reshape(-1))
+  mask = (
+      np.ones(pixels.shape[0], bool)
+      if foreground is None
+      else np.asarray(foreground, bool).reshape(-1)
+  )
   if mask.sum() < 3:
     mask = np.ones_like(mask)
   mean, basis = pca(pixels[mask], 3)
@@ -173,8 +185,15 @@ def embedding_rgb(embedding: np.ndarray, foreground: np.ndarray | None = None) -
   return to_uint8(rgb.reshape(*embedding.shape[:2], 3))
 
 
-def embedding_scatter(embedding: np.ndarray, labels: np.ndarray, *, size: int = 192,
-                      max_points: int = 4000, dot: int = 3, seed: int = 0) -> np.ndarray:
+def embedding_scatter(
+    embedding: np.ndarray,
+    labels: np.ndarray,
+    *,
+    size: int = 192,
+    max_points: int = 4000,
+    dot: int = 3,
+    seed: int = 0,
+) -> np.ndarray:
   """(size, size, 3) uint8: the instance pixels' embeddings on their two principal axes.
 
   Each pixel of `labels` (H, W) > 0 is a dot in its instance's colour (as `colorize` paints
@@ -215,8 +234,7 @@ def side_by_side(parts: list[np.ndarray], *, gap: int = 4) -> np.ndarray:
   for i, part in enumerate(parts):
     if i:
       row.append(np.full((height, gap, 3), 255, np.uint8))
-    row.append(np.pad(part, ((0, height - part.shape[0]), (0, 0), (0, 0)),
-                      constant_values=255))
+    row.append(np.pad(part, ((0, height - part.shape[0]), (0, 0), (0, 0)), constant_values=255))
   return np.concatenate(row, axis=1)
 
 
@@ -224,8 +242,7 @@ def resize_nearest(picture: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
   """(h, w, 3) uint8 -> (H, W, 3), each pixel a copy of its nearest source pixel."""
   if picture.shape[:2] == tuple(shape):
     return picture
-  return np.asarray(Image.fromarray(picture).resize((shape[1], shape[0]),
-                                                    Image.Resampling.NEAREST))
+  return np.asarray(Image.fromarray(picture).resize((shape[1], shape[0]), Image.Resampling.NEAREST))
 
 
 def caption(picture: np.ndarray, text: str, *, height: int = 14) -> np.ndarray:

@@ -24,6 +24,7 @@ def data_dir(tmp_path_factory) -> str:
 def circles_dir(tmp_path_factory) -> str:
   """A TFDS folder holding the data of `helpers.circles_config`, built once per module."""
   from instseg_jax.data import pipeline
+
   directory = str(tmp_path_factory.mktemp("tfds"))
   pipeline.prepare(helpers.circles_config(), data_dir=directory)
   return directory
@@ -34,5 +35,8 @@ def folder_data(tmp_path_factory) -> dict:
   """A folder of `helpers.write_instance_folder` and a TFDS folder for it, not yet built."""
   root = tmp_path_factory.mktemp("raw")
   shapes = helpers.write_instance_folder(str(root / "cells"))
-  return {"manual_dir": str(root / "cells"), "data_dir": str(tmp_path_factory.mktemp("tfds")),
-          "shapes": shapes}
+  return {
+      "manual_dir": str(root / "cells"),
+      "data_dir": str(tmp_path_factory.mktemp("tfds")),
+      "shapes": shapes,
+  }

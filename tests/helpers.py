@@ -47,9 +47,16 @@ def circles_config(**train) -> ml_collections.ConfigDict:
   return config
 
 
-def folder_config(name: str, manual_dir, data_dir, *, builder_config: str = "default",
-                  size: tuple[int, int] = (32, 32), batch_size: int = 2,
-                  **data) -> ml_collections.ConfigDict:
+def folder_config(
+    name: str,
+    manual_dir,
+    data_dir,
+    *,
+    builder_config: str = "default",
+    size: tuple[int, int] = (32, 32),
+    batch_size: int = 2,
+    **data,
+) -> ml_collections.ConfigDict:
   """Data set `name` read from the folder `manual_dir`, with config.data overrides."""
   config = default.get_config()
   config.data.name = name
@@ -88,8 +95,9 @@ def metric_rows(workdir) -> list[dict]:
 # ---------------------------------------------------------------- writing data sets
 
 
-def rectangles(height: int, width: int, count: int, rng: np.random.Generator, *,
-               min_side: int = 8) -> np.ndarray:
+def rectangles(
+    height: int, width: int, count: int, rng: np.random.Generator, *, min_side: int = 8
+) -> np.ndarray:
   """Instance map of `count` non-overlapping-ish rectangles, ids 1..count."""
   labels = np.zeros((height, width), np.int64)
   for k in range(1, count + 1):
@@ -97,7 +105,7 @@ def rectangles(height: int, width: int, count: int, rng: np.random.Generator, *,
     w = int(rng.integers(min_side, max(min_side + 1, width // 2)))
     top = int(rng.integers(0, height - h + 1))
     left = int(rng.integers(0, width - w + 1))
-    labels[top:top + h, left:left + w] = k
+    labels[top : top + h, left : left + w] = k
   return labels
 
 

@@ -48,14 +48,19 @@ def test_tiny_build_has_splits_shapes_and_ids(circles_dir):
 
 def test_build_is_deterministic_and_options_apply(tmp_path):
   config = circles.CirclesConfig(
-      name="custom", image_size=(20, 24), num_train=5, num_test=3,
-      min_discs=2, max_discs=3, min_radius=3.0, max_radius=5.0, seed=7,
+      name="custom",
+      image_size=(20, 24),
+      num_train=5,
+      num_test=3,
+      min_discs=2,
+      max_discs=3,
+      min_radius=3.0,
+      max_radius=5.0,
+      seed=7,
   )
   built = []
   for run in ("a", "b"):
-    builder = builders.get_builder(
-        "circles", data_dir=str(tmp_path / run), config=config
-    )
+    builder = builders.get_builder("circles", data_dir=str(tmp_path / run), config=config)
     builder.download_and_prepare(file_format="array_record")
     built.append(helpers.records(builder, "train") + helpers.records(builder, "test"))
   assert len(built[0]) == 8
@@ -88,16 +93,14 @@ def test_unknown_dataset_lists_known_ones():
   with pytest.raises(ValueError, match="circles"):
     pipeline.prepare(config, data_dir=None)
 
-def _write_cvppp_folder(folder, count, *, first=1, labelled=True, seed=0,
-                        size=(44, 40)):
+
+def _write_cvppp_folder(folder, count, *, first=1, labelled=True, seed=0, size=(44, 40)):
   rng = np.random.default_rng(seed)
   for i in range(first, first + count):
     labels = helpers.rectangles(*size, 3 + i % 3, rng)
-    rgba = np.concatenate(
-        [helpers.id_colours(labels), np.full(size + (1,), 255, np.uint8)], -1)
+    rgba = np.concatenate([helpers.id_colours(labels), np.full(size + (1,), 255, np.uint8)], -1)
     helpers.save(rgba, os.path.join(folder, f"plant{i:03d}_rgb.png"), "RGBA")
-    helpers.palette_png((labels > 0).astype(np.uint8),
-                        os.path.join(folder, f"plant{i:03d}_fg.png"))
+    helpers.palette_png((labels > 0).astype(np.uint8), os.path.join(folder, f"plant{i:03d}_fg.png"))
     if labelled:
       helpers.palette_png(labels, os.path.join(folder, f"plant{i:03d}_label.png"))
 
@@ -107,14 +110,16 @@ def _write_cvppp_folder(folder, count, *, first=1, labelled=True, seed=0,
 
 def test_cvppp_flat_folder(tmp_path):
   _write_cvppp_folder(str(tmp_path / "a1_subset"), 6)
-  config = helpers.folder_config("cvppp", tmp_path / "a1_subset", tmp_path / "tfds",
-                                 builder_config="A1")
+  config = helpers.folder_config(
+      "cvppp", tmp_path / "a1_subset", tmp_path / "tfds", builder_config="A1"
+  )
   builder = pipeline.prepare(config, data_dir=None)
   assert {s: i.num_examples for s, i in builder.info.splits.items()} == {
-      "train": 5, "validation": 1}
+      "train": 5,
+      "validation": 1,
+  }
   records = helpers.records(builder, "train") + helpers.records(builder, "validation")
-  assert sorted(helpers.text(r["id"]) for r in records) == [
-      f"plant{i:03d}" for i in range(1, 7)]
+  assert sorted(helpers.text(r["id"]) for r in records) == [f"plant{i:03d}" for i in range(1, 7)]
   for r in records:
     assert r["image"].shape == (44, 40, 3) and r["image"].dtype == np.uint8
     assert r["instances"].dtype == np.uint16
@@ -123,8 +128,7 @@ def test_cvppp_flat_folder(tmp_path):
     assert helpers.text(r["file_name"]) == helpers.text(r["id"]) + "_rgb.png"
   # The alpha channel is dropped, the colour kept.
   counts = pipeline.split_stats(builder, "train")["num_instances"]
-  assert counts == [int(r["instances"].max()) for r in
-                    helpers.records(builder, "train")]
+  assert counts == [int(r["instances"].max()) for r in helpers.records(builder, "train")]
 
   batch = next(pipeline.train_iterator(config, data_dir=None))
   assert batch["image"].shape == (2, 32, 32, 3)
@@ -138,45 +142,47 @@ def test_cvppp_challenge_layout_with_subsets_and_test(tmp_path):
   root = tmp_path / "CVPPP2017"
   _write_cvppp_folder(str(root / "training" / "A1"), 4)
   _write_cvppp_folder(str(root / "training" / "A2"), 3, seed=1, size=(30, 34))
-  _write_cvppp_folder(str(root / "testing" / "A1"), 2, first=50,
-                      labelled=False, seed=2)
+  _write_cvppp_folder(str(root / "testing" / "A1"), 2, first=50, labelled=False, seed=2)
   a1 = pipeline.prepare(
-      helpers.folder_config("cvppp", root, tmp_path / "tfds", builder_config="A1"),
-      data_dir=None)
+      helpers.folder_config("cvppp", root, tmp_path / "tfds", builder_config="A1"), data_dir=None
+  )
   splits = {s: i.num_examples for s, i in a1.info.splits.items()}
   assert splits == {"train": 3, "validation": 1, "test": 2}
   test = helpers.records(a1, "test")
-  assert [helpers.text(r["id"]) for r in test] == [
-      "testing/A1/plant050", "testing/A1/plant051"]
+  assert [helpers.text(r["id"]) for r in test] == ["testing/A1/plant050", "testing/A1/plant051"]
   for r in test:  # Unlabelled: no instances, the fg mask as semantic.
     assert r["instances"].max() == 0 and r["semantic"].max() == 1
-  assert all(helpers.text(r["id"]).startswith("training/A1/")
-             for r in helpers.records(a1, "train"))
+  assert all(helpers.text(r["id"]).startswith("training/A1/") for r in helpers.records(a1, "train"))
 
   both = pipeline.prepare(
-      helpers.folder_config("cvppp", root, tmp_path / "tfds", builder_config="all"),
-      data_dir=None)
-  assert both.info.splits["train"].num_examples + both.info.splits[
-      "validation"].num_examples == 7
-  sizes = {tuple(r["image"].shape) for r in helpers.records(both, "train")
-           + helpers.records(both, "validation")}
+      helpers.folder_config("cvppp", root, tmp_path / "tfds", builder_config="all"), data_dir=None
+  )
+  assert both.info.splits["train"].num_examples + both.info.splits["validation"].num_examples == 7
+  sizes = {
+      tuple(r["image"].shape)
+      for r in helpers.records(both, "train") + helpers.records(both, "validation")
+  }
   assert sizes == {(44, 40, 3), (30, 34, 3)}  # Native sizes, not resized.
 
   with pytest.raises(builders.DataError, match=r"A3"):
     pipeline.prepare(
-        helpers.folder_config("cvppp", root, tmp_path / "tfds", builder_config="A3"),
-        data_dir=None)
+        helpers.folder_config("cvppp", root, tmp_path / "tfds", builder_config="A3"), data_dir=None
+    )
 
 
 # ------------------------------------------------------ instance_folder
 
 
 def test_instance_folder_png_tiff_8_and_16_bit(folder_data):
-  config = helpers.folder_config("instance_folder", folder_data["manual_dir"],
-                                 folder_data["data_dir"])
+  config = helpers.folder_config(
+      "instance_folder", folder_data["manual_dir"], folder_data["data_dir"]
+  )
   builder = pipeline.prepare(config, data_dir=None)
-  records = {helpers.text(r["id"]): r for split in ("train", "validation")
-             for r in helpers.records(builder, split)}
+  records = {
+      helpers.text(r["id"]): r
+      for split in ("train", "validation")
+      for r in helpers.records(builder, split)
+  }
   assert sorted(records) == [f"img{i}" for i in range(5)]
   for i, shape in enumerate(folder_data["shapes"]):
     r = records[f"img{i}"]
@@ -188,8 +194,7 @@ def test_instance_folder_png_tiff_8_and_16_bit(folder_data):
   assert records["img1"]["image"].min() == 0
   assert records["img1"]["image"].max() == 255
   # Every instance of the 16-bit image keeps one grey level.
-  image, labels = records["img1"]["image"][..., 0], records["img1"][
-      "instances"]
+  image, labels = records["img1"]["image"][..., 0], records["img1"]["instances"]
   for k in range(1, labels.max() + 1):
     assert np.ptp(image[labels == k]) == 0
 
@@ -198,24 +203,28 @@ def test_split_folders_are_used_when_present(tmp_path):
   for split in ("train", "val"):
     helpers.write_instance_folder(str(tmp_path / "raw" / split), seed=len(split))
   os.makedirs(tmp_path / "raw" / "test" / "images")
-  shutil.copy(tmp_path / "raw" / "train" / "images" / "img0.png",
-              tmp_path / "raw" / "test" / "images" / "x.png")
+  shutil.copy(
+      tmp_path / "raw" / "train" / "images" / "img0.png",
+      tmp_path / "raw" / "test" / "images" / "x.png",
+  )
   builder = pipeline.prepare(
-      helpers.folder_config("instance_folder", tmp_path / "raw", tmp_path / "tfds"),
-      data_dir=None)
+      helpers.folder_config("instance_folder", tmp_path / "raw", tmp_path / "tfds"), data_dir=None
+  )
   splits = {s: i.num_examples for s, i in builder.info.splits.items()}
   assert splits == {"train": 5, "validation": 5, "test": 1}
   assert helpers.text(helpers.records(builder, "test")[0]["id"]) == "test/x"
 
 
 def test_committed_dsb2018_sample(tmp_path):
-  config = helpers.folder_config("instance_folder", helpers.DSB_SAMPLE, tmp_path, size=(64, 64),
-                                 validation_fraction=0.25)
+  config = helpers.folder_config(
+      "instance_folder", helpers.DSB_SAMPLE, tmp_path, size=(64, 64), validation_fraction=0.25
+  )
   builder = pipeline.prepare(config, data_dir=None)
   records = helpers.records(builder, "train") + helpers.records(builder, "validation")
   assert len(helpers.records(builder, "validation")) == 1
   assert {helpers.text(r["id"]): int(r["instances"].max()) for r in records} == (
-      helpers.SAMPLE_COUNTS)
+      helpers.SAMPLE_COUNTS
+  )
   shapes = {tuple(r["image"].shape[:2]) for r in records}
   assert shapes == {(256, 256), (256, 320)}
   batch = next(pipeline.train_iterator(config, data_dir=None))
@@ -229,17 +238,19 @@ def test_committed_dsb2018_sample(tmp_path):
 
 def test_voc(tmp_path):
   helpers.write_voc(str(tmp_path / "raw"), np.random.default_rng(0))
-  config = helpers.folder_config("voc", tmp_path / "raw", tmp_path / "tfds",
-                                 builder_config="2012", num_classes=21)
+  config = helpers.folder_config(
+      "voc", tmp_path / "raw", tmp_path / "tfds", builder_config="2012", num_classes=21
+  )
   builder = pipeline.prepare(config, data_dir=None)
   assert [helpers.text(r["id"]) for r in helpers.records(builder, "train")] == [
-      "2007_000001", "2008_000003"]
+      "2007_000001",
+      "2008_000003",
+  ]
   record = helpers.records(builder, "validation")[0]
   assert record["image"].shape == (30, 36, 3)
   void = record["instances"] == files.STORED_IGNORE
   assert void.any()
-  np.testing.assert_array_equal(record["semantic"] == files.STORED_IGNORE,
-                                void)
+  np.testing.assert_array_equal(record["semantic"] == files.STORED_IGNORE, void)
   assert set(np.unique(record["semantic"][~void])) <= {0, 15, 7, 12}
   assert builder.info.metadata["class_names"][15] == "person"
 
@@ -258,41 +269,63 @@ def test_voc(tmp_path):
 def _write_coco(root):
   def image(split, image_id, height, width):
     name = f"{image_id:012d}.jpg"
-    helpers.save(np.full((height, width, 3), 90, np.uint8),
-                 os.path.join(root, f"{split}2017", name))
-    return {"id": image_id, "file_name": name, "height": height,
-            "width": width}
+    helpers.save(
+        np.full((height, width, 3), 90, np.uint8), os.path.join(root, f"{split}2017", name)
+    )
+    return {"id": image_id, "file_name": name, "height": height, "width": width}
 
   crowd = np.zeros((30, 40), np.uint8, order="F")
   crowd[20:28, 2:12] = 1
   rle = mask_lib.encode(crowd)
   rle["counts"] = rle["counts"].decode()
-  categories = [{"id": 1, "name": "person"}, {"id": 3, "name": "car"},
-                {"id": 18, "name": "dog"}]
+  categories = [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}, {"id": 18, "name": "dog"}]
   train = {
       "images": [image("train", 7, 30, 40), image("train", 9, 24, 24)],
       "categories": categories,
       "annotations": [
           # A large car with a small dog on top of it.
-          {"id": 1, "image_id": 7, "category_id": 3, "iscrowd": 0,
-           "area": 400.0, "bbox": [0, 0, 20, 20],
-           "segmentation": [[0, 0, 20, 0, 20, 20, 0, 20]]},
-          {"id": 2, "image_id": 7, "category_id": 18, "iscrowd": 0,
-           "area": 36.0, "bbox": [5, 5, 6, 6],
-           "segmentation": [[5, 5, 11, 5, 11, 11, 5, 11]]},
-          {"id": 3, "image_id": 7, "category_id": 1, "iscrowd": 1,
-           "area": 80.0, "bbox": [2, 20, 10, 8], "segmentation": rle},
-          {"id": 4, "image_id": 9, "category_id": 1, "iscrowd": 0,
-           "area": 100.0, "bbox": [2, 2, 10, 10],
-           "segmentation": [[2, 2, 12, 2, 12, 12, 2, 12]]},
+          {
+              "id": 1,
+              "image_id": 7,
+              "category_id": 3,
+              "iscrowd": 0,
+              "area": 400.0,
+              "bbox": [0, 0, 20, 20],
+              "segmentation": [[0, 0, 20, 0, 20, 20, 0, 20]],
+          },
+          {
+              "id": 2,
+              "image_id": 7,
+              "category_id": 18,
+              "iscrowd": 0,
+              "area": 36.0,
+              "bbox": [5, 5, 6, 6],
+              "segmentation": [[5, 5, 11, 5, 11, 11, 5, 11]],
+          },
+          {
+              "id": 3,
+              "image_id": 7,
+              "category_id": 1,
+              "iscrowd": 1,
+              "area": 80.0,
+              "bbox": [2, 20, 10, 8],
+              "segmentation": rle,
+          },
+          {
+              "id": 4,
+              "image_id": 9,
+              "category_id": 1,
+              "iscrowd": 0,
+              "area": 100.0,
+              "bbox": [2, 2, 10, 10],
+              "segmentation": [[2, 2, 12, 2, 12, 12, 2, 12]],
+          },
       ],
   }
-  val = {"images": [image("val", 11, 20, 28)], "categories": categories,
-         "annotations": []}
+  val = {"images": [image("val", 11, 20, 28)], "categories": categories, "annotations": []}
   os.makedirs(os.path.join(root, "annotations"))
   for name, content in (("train", train), ("val", val)):
-    with open(os.path.join(root, "annotations",
-                           f"instances_{name}2017.json"), "w") as f:
+    with open(os.path.join(root, "annotations", f"instances_{name}2017.json"), "w") as f:
       json.dump(content, f)
 
 
@@ -300,11 +333,11 @@ def _write_coco(root):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_coco(tmp_path):
   _write_coco(str(tmp_path / "coco"))
-  config = helpers.folder_config("coco", tmp_path / "coco", tmp_path / "tfds",
-                                 builder_config="2017", num_classes=4)
+  config = helpers.folder_config(
+      "coco", tmp_path / "coco", tmp_path / "tfds", builder_config="2017", num_classes=4
+  )
   builder = pipeline.prepare(config, data_dir=None)
-  assert builder.info.metadata["class_names"] == [
-      "background", "person", "car", "dog"]
+  assert builder.info.metadata["class_names"] == ["background", "person", "car", "dog"]
   first, second = helpers.records(builder, "train")
   assert helpers.text(first["id"]) == "000000000007"
   assert first["image"].shape == (30, 40, 3)
@@ -348,14 +381,16 @@ def test_cityscapes(tmp_path):
   instance_ids[12:16, 24:32] = 1
   for split in ("train", "val"):
     stem = f"{split}city_000000_000019"
-    helpers.save(np.full((16, 32, 3), 60, np.uint8),
-                 str(root / "leftImg8bit" / split / "city" /
-                     f"{stem}_leftImg8bit.png"))
+    helpers.save(
+        np.full((16, 32, 3), 60, np.uint8),
+        str(root / "leftImg8bit" / split / "city" / f"{stem}_leftImg8bit.png"),
+    )
     gt = root / "gtFine" / split / "city"
     helpers.save(instance_ids, str(gt / f"{stem}_gtFine_instanceIds.png"))
     helpers.save(label_ids, str(gt / f"{stem}_gtFine_labelIds.png"))
-  config = helpers.folder_config("cityscapes", root, tmp_path / "tfds",
-                                 builder_config="fine", num_classes=9)
+  config = helpers.folder_config(
+      "cityscapes", root, tmp_path / "tfds", builder_config="fine", num_classes=9
+  )
   builder = pipeline.prepare(config, data_dir=None)
   record = helpers.records(builder, "validation")[0]
   assert helpers.text(record["id"]) == "val/city/valcity_000000_000019"
@@ -375,8 +410,8 @@ def test_cityscapes(tmp_path):
   assert batch["image"].shape == (1, 16, 32, 3)
   example = next(pipeline.eval_records(config, data_dir=None))
   np.testing.assert_array_equal(
-      example["semantic"],
-      np.where(semantic == ignore, -1, semantic.astype(int)))
+      example["semantic"], np.where(semantic == ignore, -1, semantic.astype(int))
+  )
   assert example["num_instances"] == 3
 
 
@@ -391,7 +426,8 @@ def test_manual_dirs_get_separate_caches(tmp_path):
   built = {}
   for name in ("one", "two", "alias"):
     builder = pipeline.prepare(
-        helpers.folder_config("instance_folder", tmp_path / name, data_dir), data_dir=None)
+        helpers.folder_config("instance_folder", tmp_path / name, data_dir), data_dir=None
+    )
     built[name] = builder
   assert built["one"].data_path != built["two"].data_path
   assert built["one"].data_path == built["alias"].data_path  # Same folder.
@@ -399,16 +435,16 @@ def test_manual_dirs_get_separate_caches(tmp_path):
   assert not np.array_equal(first["one"], first["two"])
   # Another holdout fraction is another split, so another cache.
   other = pipeline.prepare(
-      helpers.folder_config("instance_folder", tmp_path / "one", data_dir,
-                            validation_fraction=0.4), data_dir=None)
+      helpers.folder_config("instance_folder", tmp_path / "one", data_dir, validation_fraction=0.4),
+      data_dir=None,
+  )
   assert other.data_path != built["one"].data_path
   assert other.info.splits["validation"].num_examples == 2
 
 
 def test_missing_manual_dir_explains_download():
   config = helpers.folder_config("voc", "", "/nonexistent")
-  with pytest.raises(builders.DataError,
-                     match="(?s)'voc'.*manual_dir=DIR.*VOCtrainval"):
+  with pytest.raises(builders.DataError, match="(?s)'voc'.*manual_dir=DIR.*VOCtrainval"):
     pipeline.prepare(config, data_dir=None)
 
 
@@ -436,8 +472,7 @@ def _missing_label(folder):
   return "images/img0.png", "label file missing"
 
 
-@pytest.mark.parametrize("damage", [helpers.corrupt, _truncated, _wrong_size,
-                                    _missing_label])
+@pytest.mark.parametrize("damage", [helpers.corrupt, _truncated, _wrong_size, _missing_label])
 def test_bad_file_is_named_or_skipped(tmp_path, damage):
   folder = str(tmp_path / "raw")
   helpers.write_instance_folder(folder)
@@ -450,11 +485,13 @@ def test_bad_file_is_named_or_skipped(tmp_path, damage):
 
   config.data.skip_bad_examples = True
   builder = pipeline.prepare(config, data_dir=None)
-  kept = [helpers.text(r["id"]) for split in ("train", "validation")
-          for r in helpers.records(builder, split)]
+  kept = [
+      helpers.text(r["id"])
+      for split in ("train", "validation")
+      for r in helpers.records(builder, split)
+  ]
   assert sorted(kept) == ["img1", "img2", "img3", "img4"]
-  skipped = sum(len(pipeline.split_stats(builder, s)["skipped"])
-                for s in ("train", "validation"))
+  skipped = sum(len(pipeline.split_stats(builder, s)["skipped"]) for s in ("train", "validation"))
   assert skipped == 1
 
 
@@ -462,11 +499,13 @@ def test_split_left_empty_by_bad_files(tmp_path):
   folder = str(tmp_path / "raw")
   helpers.write_instance_folder(folder)
   helpers.corrupt(folder, "img3")
-  config = helpers.folder_config("instance_folder", folder, tmp_path / "tfds",
-                                 skip_bad_examples=True)
-  with pytest.raises(builders.DataError,
-                     match=r"all 1 examples of split 'validation' are bad, "
-                     r"e.g. .*img3.png: cannot decode"):
+  config = helpers.folder_config(
+      "instance_folder", folder, tmp_path / "tfds", skip_bad_examples=True
+  )
+  with pytest.raises(
+      builders.DataError,
+      match=r"all 1 examples of split 'validation' are bad, " r"e.g. .*img3.png: cannot decode",
+  ):
     pipeline.prepare(config, data_dir=None)
 
 
@@ -474,22 +513,25 @@ def test_empty_folders(tmp_path):
   os.makedirs(tmp_path / "empty" / "images")
   os.makedirs(tmp_path / "empty" / "labels")
   with pytest.raises(builders.DataError, match=r"empty/images: no image"):
-    pipeline.prepare(helpers.folder_config("instance_folder", tmp_path / "empty",
-                                           tmp_path / "tfds"), data_dir=None)
+    pipeline.prepare(
+        helpers.folder_config("instance_folder", tmp_path / "empty", tmp_path / "tfds"),
+        data_dir=None,
+    )
   os.makedirs(tmp_path / "nothing")
   with pytest.raises(builders.DataError, match=r"nothing: no \*_rgb.png"):
-    pipeline.prepare(helpers.folder_config("cvppp", tmp_path / "nothing",
-                                           tmp_path / "tfds"), data_dir=None)
+    pipeline.prepare(
+        helpers.folder_config("cvppp", tmp_path / "nothing", tmp_path / "tfds"), data_dir=None
+    )
   with pytest.raises(builders.DataError, match="folder not found"):
-    pipeline.prepare(helpers.folder_config("cvppp", tmp_path / "absent",
-                                           tmp_path / "tfds"), data_dir=None)
+    pipeline.prepare(
+        helpers.folder_config("cvppp", tmp_path / "absent", tmp_path / "tfds"), data_dir=None
+    )
 
 
 # ----------------------------------------------------- interrupted build
 
 
-def test_build_failing_half_way_leaves_nothing_complete(tmp_path,
-                                                        monkeypatch):
+def test_build_failing_half_way_leaves_nothing_complete(tmp_path, monkeypatch):
   folder = str(tmp_path / "raw")
   helpers.write_instance_folder(folder)
   config = helpers.folder_config("instance_folder", folder, tmp_path / "tfds")
@@ -506,7 +548,8 @@ def test_build_failing_half_way_leaves_nothing_complete(tmp_path,
   with pytest.raises(RuntimeError, match="interrupted"):
     pipeline.prepare(config, data_dir=None)
   builder = builders.get_builder(
-      "instance_folder", data_dir=str(tmp_path / "tfds"), manual_dir=folder)
+      "instance_folder", data_dir=str(tmp_path / "tfds"), manual_dir=folder
+  )
   assert not builder.is_prepared()
   assert not os.path.exists(builder.data_path)
   monkeypatch.setattr(builders.InstanceFolder, "read", original)
@@ -533,9 +576,12 @@ def test_killed_build_leaves_nothing_complete(tmp_path):
           manual_dir={folder!r})
       builder.download_and_prepare(file_format="array_record")
   """)
-  process = subprocess.Popen([sys.executable, "-c", script], cwd=helpers.REPO,
-                             stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+  process = subprocess.Popen(
+      [sys.executable, "-c", script],
+      cwd=helpers.REPO,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+  )
   try:
     deadline = time.time() + 60
     while not marker.exists() and process.poll() is None:
@@ -546,7 +592,8 @@ def test_killed_build_leaves_nothing_complete(tmp_path):
     process.wait()
   assert process.returncode == -signal.SIGKILL
   builder = builders.get_builder(
-      "instance_folder", data_dir=str(tmp_path / "tfds"), manual_dir=folder)
+      "instance_folder", data_dir=str(tmp_path / "tfds"), manual_dir=folder
+  )
   assert not builder.is_prepared()
   # What the killed run left is an "incomplete.*" folder, never the data path.
   leftovers = os.listdir(os.path.dirname(builder.data_path))
@@ -571,17 +618,22 @@ def shared_tfds(tmp_path_factory):
 
 
 def test_real_cvppp_a1(shared_tfds):
-  config = helpers.folder_config("cvppp", _shared("cvppp_a1_train"), shared_tfds,
-                                 builder_config="A1", size=(64, 64))
+  config = helpers.folder_config(
+      "cvppp", _shared("cvppp_a1_train"), shared_tfds, builder_config="A1", size=(64, 64)
+  )
   builder = pipeline.prepare(config, data_dir=None)
   assert builder.info.splits["train"].num_examples == 80
   assert builder.info.splits["validation"].num_examples == 20
-  counts = [c for s in ("train", "validation")
-            for c in pipeline.split_stats(builder, s)["num_instances"]]
+  counts = [
+      c for s in ("train", "validation") for c in pipeline.split_stats(builder, s)["num_instances"]
+  ]
   assert min(counts) == 11 and max(counts) == 20
   with open(os.path.join(_shared("cvppp_a1_train"), "A1.csv")) as f:
-    expected = {line.split(",")[0].replace("_rgb.png", ""):
-                int(line.split(",")[1]) for line in f if line.strip()}
+    expected = {
+        line.split(",")[0].replace("_rgb.png", ""): int(line.split(",")[1])
+        for line in f
+        if line.strip()
+    }
   record = builder.as_data_source(split="validation")[0]
   assert record["image"].shape == (530, 500, 3)
   assert int(record["instances"].max()) == expected[helpers.text(record["id"])]
@@ -591,6 +643,7 @@ def test_real_cvppp_a1(shared_tfds):
 
 def test_real_dsb2018(shared_tfds):
   from configs import dsb2018  # pylint: disable=g-import-not-at-top
+
   config = dsb2018.get_config()
   config.data.manual_dir = _shared("dsb2018")
   config.data.data_dir = shared_tfds
@@ -609,7 +662,7 @@ def test_real_dsb2018(shared_tfds):
   assert batch["instances"].max() > 0
 
 
-# ---------------------------------------------------------------- what a run checks before it starts
+# ------------------------------------------------------- what a run checks before it starts
 
 
 def test_changed_files_get_a_new_cache(tmp_path):
@@ -632,8 +685,9 @@ def test_skip_bad_examples_gets_its_own_cache(tmp_path):
   folder = str(tmp_path / "raw")
   helpers.write_instance_folder(folder)
   helpers.corrupt(folder)
-  config = helpers.folder_config("instance_folder", folder, tmp_path / "tfds",
-                                 skip_bad_examples=True)
+  config = helpers.folder_config(
+      "instance_folder", folder, tmp_path / "tfds", skip_bad_examples=True
+  )
   pipeline.prepare(config, data_dir=None)
   # Without skipping, the bad file must stop the build, not hide in the skipping cache.
   config.data.skip_bad_examples = False

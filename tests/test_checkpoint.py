@@ -68,11 +68,22 @@ def test_evaluate_refuses_a_checkpoint_of_another_model(workdir):
 
 def test_evaluate_cli_on_another_model_exits_2_with_one_line(workdir):
   result = subprocess.run(
-      [sys.executable, "-m", "instseg_jax.main", "--config=configs/tiny.py",
-       f"--workdir={workdir}", "--mode=evaluate", "--config.model.embedding_dim=5",
-       f"--config.data.data_dir={workdir}/tfds"],
-      cwd=helpers.REPO, env=dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=""),
-      capture_output=True, text=True, timeout=300)
+      [
+          sys.executable,
+          "-m",
+          "instseg_jax.main",
+          "--config=configs/tiny.py",
+          f"--workdir={workdir}",
+          "--mode=evaluate",
+          "--config.model.embedding_dim=5",
+          f"--config.data.data_dir={workdir}/tfds",
+      ],
+      cwd=helpers.REPO,
+      env=dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=""),
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert result.returncode == 2, result.stderr[-3000:]
   lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
   assert len(lines) == 1 and "another model" in lines[0], result.stderr[-3000:]
@@ -83,7 +94,10 @@ def test_shape_differences_list_missing_and_different_arrays():
   stored = {"params/a": (3, 4), "params/b": (2,), "step": ()}
   target = {"params/a": (3, 5), "params/c": (1,), "step": ()}
   assert checkpoint.shape_differences(stored, target) == [
-      "params/a (3, 4) vs (3, 5)", "params/b (2,) vs absent", "params/c absent vs (1,)"]
+      "params/a (3, 4) vs (3, 5)",
+      "params/b (2,) vs absent",
+      "params/c absent vs (1,)",
+  ]
 
 
 def test_half_written_steps_of_a_killed_run_are_removed(tmp_path):

@@ -191,7 +191,11 @@ def test_sklearn_mean_shift_recovers_easy_blobs(blobs):
 def test_dispatch(blobs):
   embeddings, mask, _ = blobs
   assert set(cl.METHODS) == {
-      "meanshift", "fast_meanshift", "kmeans", "hdbscan", "sklearn_meanshift"
+      "meanshift",
+      "fast_meanshift",
+      "kmeans",
+      "hdbscan",
+      "sklearn_meanshift",
   }
   with pytest.raises(ValueError, match="fast_meanshift.*kmeans.*meanshift"):
     cl.cluster(embeddings, mask, method="dbscan")
@@ -274,8 +278,7 @@ def test_padding_to_a_bucket_changes_no_label(method):
   padded, padded_mask = buckets.pad_to_bucket(embeddings, mask)
   assert padded.shape == (1, 4096, DIM) and padded_mask.sum() == mask.sum()
   direct = np.asarray(cl.cluster(embeddings, mask, method=method))
-  via_bucket = buckets.unpad(np.asarray(cl.cluster(padded, padded_mask, method=method)),
-                             mask.shape)
+  via_bucket = buckets.unpad(np.asarray(cl.cluster(padded, padded_mask, method=method)), mask.shape)
   assert direct.max() == 5
   np.testing.assert_array_equal(via_bucket, direct)
 
@@ -298,14 +301,21 @@ def test_stragglers_alone_reach_the_modes_all_seeds_reach_together():
   # Seeds spread between the clusters (as stragglers are) take many steps; once few still move
   # they step alone, and every seed must end where stepping all of them together ends.
   from instseg_jax.cluster import meanshift
+
   rng = np.random.default_rng(0)
   means = rng.normal(0, 2.0, (6, 4))
   points = np.concatenate([m + rng.normal(0, 0.3, (60, 4)) for m in means]).astype(np.float32)
   seeds = np.concatenate([points[::12], (means[:3] + means[3:]) / 2]).astype(np.float32)
   tol = 1e-4
   modes, _ = meanshift._shift_to_modes(
-      seeds, points, np.ones(len(points), bool), bandwidth=np.float32(1.5), kernel="gaussian",
-      max_iters=200, tol=np.float32(tol))
+      seeds,
+      points,
+      np.ones(len(points), bool),
+      bandwidth=np.float32(1.5),
+      kernel="gaussian",
+      max_iters=200,
+      tol=np.float32(tol),
+  )
   assert len(seeds) > meanshift._STRAGGLERS
   np.testing.assert_allclose(modes, _reference_modes(seeds, points, 1.5, 200, tol), atol=1e-2)
 
@@ -314,16 +324,18 @@ def test_labelling_in_blocks_of_centres_is_one_argmin():
   # Centres compared block by block, stopping at the number in use, label like one arg-min over
   # the centres in use, ties included (the first centre wins).
   from instseg_jax.cluster import meanshift
+
   rng = np.random.default_rng(1)
   flat = rng.normal(0, 1, (300, 3)).astype(np.float32)
   centres = rng.normal(0, 1, (70, 3)).astype(np.float32)
   centres[40] = centres[5]  # a tie: pixels nearest to both take centre 5
   for num_centres in (0, 1, 33, 41, 70):
-    packed = meanshift._pack_foreground(jax.numpy.asarray(flat), jax.numpy.asarray(np.arange(300) % 4 != 0),
-                                         chunk=64)
+    packed = meanshift._pack_foreground(
+        jax.numpy.asarray(flat), jax.numpy.asarray(np.arange(300) % 4 != 0), chunk=64
+    )
     got = np.asarray(meanshift._assign_nearest(packed, centres, np.int32(num_centres)))
     fg = flat[np.arange(300) % 4 != 0]
-    d2 = np.sum((fg[:, None] - centres[None, :max(num_centres, 1)]) ** 2, axis=-1)
+    d2 = np.sum((fg[:, None] - centres[None, : max(num_centres, 1)]) ** 2, axis=-1)
     want = np.argmin(d2, axis=1) + 1 if num_centres else np.zeros(len(fg), int)
-    np.testing.assert_array_equal(got[:len(fg)], want)
-    assert not got[len(fg):].any()
+    np.testing.assert_array_equal(got[: len(fg)], want)
+    assert not got[len(fg) :].any()

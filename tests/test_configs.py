@@ -13,8 +13,9 @@ from instseg_jax import validate
 from instseg_jax.data import builders
 
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-NAMES = sorted(name[:-3] for name in os.listdir(CONFIGS_DIR)
-               if name.endswith(".py") and name != "__init__.py")
+NAMES = sorted(
+    name[:-3] for name in os.listdir(CONFIGS_DIR) if name.endswith(".py") and name != "__init__.py"
+)
 
 
 def _fields(tree, prefix=""):
@@ -74,8 +75,7 @@ def test_the_shipped_bundle_loads_with_every_field_and_passes_the_checks():
   validate.validate(config, num_devices=1)
 
 
-@pytest.mark.parametrize("name", ["cvppp", "dsb2018", "voc", "coco",
-                                  "cityscapes"])
+@pytest.mark.parametrize("name", ["cvppp", "dsb2018", "voc", "coco", "cityscapes"])
 def test_data_set_configs_are_valid(name):
   module = importlib.import_module(f"configs.{name}")
   assert f"--config=configs/{name}.py" in module.__doc__
@@ -86,6 +86,9 @@ def test_data_set_configs_are_valid(name):
   assert config.data.eval_split == "validation"
   cls = builders.BUILDERS[config.data.name]
   assert config.data.builder_config in {c.name for c in cls.BUILDER_CONFIGS}
-  if issubclass(cls, builders.FolderBuilder) and len(cls.CLASS_NAMES) > 1 and (
-      config.data.name != "coco"):
+  if (
+      issubclass(cls, builders.FolderBuilder)
+      and len(cls.CLASS_NAMES) > 1
+      and (config.data.name != "coco")
+  ):
     assert config.data.num_classes == len(cls.CLASS_NAMES)

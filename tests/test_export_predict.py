@@ -19,6 +19,7 @@ from instseg_jax import models
 from instseg_jax import predict
 from instseg_jax import train
 
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, data_dir):
   config = helpers.tiny_config(data_dir)
@@ -40,8 +41,14 @@ def _labels(folder, stem):
 
 def _main(*args):
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
-  return subprocess.run([sys.executable, "-m", "instseg_jax.main", *args], cwd=helpers.REPO,
-                        env=env, capture_output=True, text=True, timeout=300)
+  return subprocess.run(
+      [sys.executable, "-m", "instseg_jax.main", *args],
+      cwd=helpers.REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
 
 
 def test_bundle_predicts_and_evaluates_like_the_workdir_after_it_is_deleted(trained, tmp_path):
@@ -52,11 +59,13 @@ def test_bundle_predicts_and_evaluates_like_the_workdir_after_it_is_deleted(trai
   kept = str(tmp_path / "workdir_copy")
   shutil.move(workdir, kept)  # The training workdir is gone for the commands below.
   try:
-    result = _main("--mode=predict", f"--model={bundle}", f"--input={inputs}",
-                   f"--output={tmp_path / 'after'}")
+    result = _main(
+        "--mode=predict", f"--model={bundle}", f"--input={inputs}", f"--output={tmp_path / 'after'}"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    np.testing.assert_array_equal(_labels(tmp_path / "after", "rgb"),
-                                  _labels(tmp_path / "before", "rgb"))
+    np.testing.assert_array_equal(
+        _labels(tmp_path / "after", "rgb"), _labels(tmp_path / "before", "rgb")
+    )
     result = _main("--mode=evaluate", f"--model={bundle}", f"--output={tmp_path / 'eval'}")
     assert result.returncode == 0, result.stderr[-2000:]
     with open(tmp_path / "eval" / "results.json") as f:
@@ -71,15 +80,20 @@ def test_serialized_predict_runs_without_the_model_code(trained, tmp_path):
   images = np.random.default_rng(1).random((3, 32, 32, 3)).astype(np.float32)
   serialized = export.load_serialized_predict(bundle)(images)
   _, params = export.load_bundle(bundle)
-  direct = inference.network_outputs(params, images, apply_fn=models.create_model(config).apply,
-                                     flip_average=False)
+  direct = inference.network_outputs(
+      params, images, apply_fn=models.create_model(config).apply, flip_average=False
+  )
   np.testing.assert_allclose(serialized["embedding"], direct["embedding"], atol=1e-5)
 
 
 def test_incomplete_bundle_is_refused_by_name(tmp_path):
   (tmp_path / "half").mkdir()
-  result = _main("--mode=predict", f"--model={tmp_path / 'half'}", f"--input={tmp_path}",
-                 f"--output={tmp_path / 'out'}")
+  result = _main(
+      "--mode=predict",
+      f"--model={tmp_path / 'half'}",
+      f"--input={tmp_path}",
+      f"--output={tmp_path / 'out'}",
+  )
   assert result.returncode == 2
   assert "config.json is missing" in result.stderr and "Traceback" not in result.stderr
 
@@ -112,8 +126,9 @@ def test_predict_handles_each_kind_of_bad_input(trained, tmp_path, monkeypatch):
   out = tmp_path / "out"
   failures = predict.predict(config, workdir, str(folder), str(out))
 
-  assert set(failures) == {str(folder / n) for n in
-                           ("notes.txt", "garbage.png", "truncated.png", "bomb.png")}
+  assert set(failures) == {
+      str(folder / n) for n in ("notes.txt", "garbage.png", "truncated.png", "bomb.png")
+  }
   assert "decompression bomb" in failures[str(folder / "bomb.png")].lower()
   for name, array in {**good, "escape": good["rgb"]}.items():
     labels = _labels(out, name)
@@ -132,20 +147,24 @@ def test_inputs_with_one_stem_get_one_label_map_each(trained, tmp_path, capsys):
   Image.fromarray(image[::-1]).save(folder / "a.tif")
   predict.predict(config, workdir, str(folder), str(tmp_path / "out"))
   assert sorted(p.name for p in (tmp_path / "out").glob("*_labels.png")) == [
-      "a_png_labels.png", "a_tif_labels.png"]
+      "a_png_labels.png",
+      "a_tif_labels.png",
+  ]
   assert "wrote 2 label maps" in capsys.readouterr().out
 
 
 def test_predict_reads_every_image_mode_as_the_training_data_stores_it(tmp_path):
   from configs import dsb2018  # pylint: disable=g-import-not-at-top
   from instseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+
   rng = np.random.default_rng(4)
   root = tmp_path / "data"
   for part in ("images", "labels"):
     (root / "validation" / part).mkdir(parents=True)
     (root / "train" / part).mkdir(parents=True)
   palette = Image.fromarray((rng.random((20, 24)) * 200).astype(np.uint8)).convert(
-      "P", palette=Image.Palette.ADAPTIVE, colors=16)
+      "P", palette=Image.Palette.ADAPTIVE, colors=16
+  )
   images = {
       "palette.png": palette,
       "cmyk.tif": Image.fromarray((rng.random((20, 24, 3)) * 255).astype(np.uint8)).convert("CMYK"),
@@ -160,8 +179,9 @@ def test_predict_reads_every_image_mode_as_the_training_data_stores_it(tmp_path)
   config = dsb2018.get_config()
   config.data.manual_dir = str(root)
   config.data.data_dir = str(tmp_path / "tfds")
-  stored = {os.path.basename(e["id"]): e["image"]
-            for e in pipeline.eval_records(config, data_dir=None)}
+  stored = {
+      os.path.basename(e["id"]): e["image"] for e in pipeline.eval_records(config, data_dir=None)
+  }
   assert len(stored) == 3
   for name in images:
     read = predict.read_rgb(str(root / "validation" / "images" / name))
@@ -170,6 +190,7 @@ def test_predict_reads_every_image_mode_as_the_training_data_stores_it(tmp_path)
 
 def test_a_bundle_does_not_need_the_pretrained_weights_file(tmp_path):
   from instseg_jax import validate  # pylint: disable=g-import-not-at-top
+
   config = tiny.get_config()
   config.model.pretrained = str(tmp_path / "gone.pth")
   bundled = export.bundle_config(config, str(tmp_path))

@@ -25,8 +25,11 @@ from instseg_jax.data import builders
 
 @pytest.fixture(scope="module", autouse=True)
 def compilation_cache(tmp_path_factory):
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
+  names = (
+      "jax_compilation_cache_dir",
+      "jax_persistent_cache_min_compile_time_secs",
+      "jax_persistent_cache_min_entry_size_bytes",
+  )
   before = {name: getattr(jax.config, name) for name in names}
   jax.config.update(names[0], str(tmp_path_factory.mktemp("xla")))
   jax.config.update(names[1], 0.0)
@@ -51,13 +54,16 @@ def harmless_sigterm():
 def no_evaluation(monkeypatch):
   """Runs that reach their last step skip the final evaluation, which is not under test."""
   from instseg_jax import evaluate  # pylint: disable=g-import-not-at-top
+
   monkeypatch.setattr(evaluate, "evaluate", lambda *args, **kwargs: {})
 
 
 def _config(data_dir, **train_overrides):
   """tiny.py with a log fetch every step and no periodic checkpoint: only a stop saves."""
-  config = helpers.tiny_config(data_dir, **{"num_steps": 10_000, "log_every": 1,
-                                             "checkpoint_every": 100_000, **train_overrides})
+  config = helpers.tiny_config(
+      data_dir,
+      **{"num_steps": 10_000, "log_every": 1, "checkpoint_every": 100_000, **train_overrides},
+  )
   config.data.num_eval_images = 2
   return config
 
@@ -75,7 +81,8 @@ def _sigterm_self():
 
 
 def test_sigterm_during_a_logging_fetch_saves_the_step_and_says_so(
-    data_dir, tmp_path, monkeypatch, capsys):
+    data_dir, tmp_path, monkeypatch, capsys
+):
   fetch = parallel.to_host
   calls = []
 
@@ -113,7 +120,8 @@ _ORIGINAL_STOP_REQUESTS = train.stop_requests
 
 
 def test_sigterm_at_20_random_moments_always_leaves_a_checkpoint_that_resumes(
-    data_dir, tmp_path, monkeypatch, capsys):
+    data_dir, tmp_path, monkeypatch, capsys
+):
   rng = np.random.default_rng(12)
   workdir = str(tmp_path)
   config = _config(data_dir)
@@ -134,12 +142,14 @@ def test_sigterm_at_20_random_moments_always_leaves_a_checkpoint_that_resumes(
     assert _steps(workdir) == list(range(1, saved + 1))
     previous = saved
   from instseg_jax import evaluate  # pylint: disable=g-import-not-at-top
+
   params = evaluate.load_params(config, workdir)
   assert all(np.all(np.isfinite(p)) for p in jax.tree_util.tree_leaves(params))
 
 
 def test_a_stop_agreed_with_other_processes_saves_and_stops_every_process(
-    data_dir, tmp_path, monkeypatch, capsys):
+    data_dir, tmp_path, monkeypatch, capsys
+):
   # One process cannot run another here; the agreement says another process was asked to stop.
   agreed = []
 
@@ -186,14 +196,22 @@ def test_two_real_processes_agree_on_a_stop_and_on_a_failed_build(tmp_path):
   import socket  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
+
   with socket.socket() as s:
     s.bind(("localhost", 0))
     port = str(s.getsockname()[1])
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", PYTHONPATH=helpers.REPO)
-  processes = [subprocess.Popen(
-      [sys.executable, "-c", _TWO_PROCESSES, str(pid), port, str(tmp_path / "missing")],
-      cwd=helpers.REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for pid in range(2)]
+  processes = [
+      subprocess.Popen(
+          [sys.executable, "-c", _TWO_PROCESSES, str(pid), port, str(tmp_path / "missing")],
+          cwd=helpers.REPO,
+          env=env,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+          text=True,
+      )
+      for pid in range(2)
+  ]
   outputs = ["".join(p.communicate(timeout=120)) for p in processes]
   for out in outputs:
     # Only process 1 was asked to stop; both stop.
@@ -236,8 +254,9 @@ def test_resumed_skip_nonfinite_runs_continue(data_dir, tmp_path, no_evaluation)
   assert _steps(workdir) == [1, 2, 3, 4, 5, 6]
 
 
-def test_metrics_logged_after_the_last_checkpoint_are_not_repeated(data_dir, tmp_path,
-                                                                 no_evaluation):
+def test_metrics_logged_after_the_last_checkpoint_are_not_repeated(
+    data_dir, tmp_path, no_evaluation
+):
   config = _config(data_dir, num_steps=4, checkpoint_every=2)
   workdir = str(tmp_path)
   train.train_and_evaluate(config, workdir)

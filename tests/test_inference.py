@@ -1,4 +1,4 @@
-"""The one inference path: geometry, post-processing, the original grid, and every caller agreeing."""
+"""The one inference path: geometry, post-processing, the original grid, every caller agreeing."""
 
 import contextlib
 import json
@@ -59,9 +59,13 @@ def test_upsampled_labels_keep_ids_and_put_boundaries_between_source_pixels():
 
 def _output(embedding, foreground):
   h, w = foreground.shape
-  return inference.NetworkOutput(embedding=embedding.astype(np.float32),
-                                 foreground=foreground.astype(np.float32),
-                                 classes=np.ones((h, w), np.int32), count=None, shape=(h, w))
+  return inference.NetworkOutput(
+      embedding=embedding.astype(np.float32),
+      foreground=foreground.astype(np.float32),
+      classes=np.ones((h, w), np.int32),
+      count=None,
+      shape=(h, w),
+  )
 
 
 def _two_leaves_and_a_fragment():
@@ -75,8 +79,14 @@ def _two_leaves_and_a_fragment():
 
 def test_fragments_are_dropped_or_given_to_their_nearest_instance():
   output = _two_leaves_and_a_fragment()
-  base = inference.PostProcess(method="meanshift", options={"bandwidth": 1.0}, fg_threshold=0.5,
-                               min_size=0, fill_unclustered=False, max_instances=8)
+  base = inference.PostProcess(
+      method="meanshift",
+      options={"bandwidth": 1.0},
+      fg_threshold=0.5,
+      min_size=0,
+      fill_unclustered=False,
+      max_instances=8,
+  )
   assert inference.apply_postprocess(output, base).labels.max() == 3
   dropped = inference.apply_postprocess(output, base.replace(min_size=5)).labels
   assert dropped.max() == 2 and not dropped[3:5, 11:13].any()
@@ -89,12 +99,19 @@ def test_tuning_can_maximize_a_matching_score():
   output = _two_leaves_and_a_fragment()
   truth = np.zeros((8, 16), np.int32)
   truth[:, :8], truth[:, 8:] = 1, 2
-  base = inference.PostProcess(method="meanshift", options={"bandwidth": 1.0}, fg_threshold=0.5,
-                               min_size=0, fill_unclustered=False, max_instances=8)
+  base = inference.PostProcess(
+      method="meanshift",
+      options={"bandwidth": 1.0},
+      fg_threshold=0.5,
+      min_size=0,
+      fill_unclustered=False,
+      max_instances=8,
+  )
   split = tune.score([output], [truth], base, matching=True)
   assert split["accuracy@0.5"] == pytest.approx(2 / 3)  # 2 matched, the fragment a false positive
-  filled = tune.score([output], [truth], base.replace(min_size=5, fill_unclustered=True),
-                      matching=True)
+  filled = tune.score(
+      [output], [truth], base.replace(min_size=5, fill_unclustered=True), matching=True
+  )
   assert filled["accuracy@0.5"] == 1.0 and "accuracy@0.5" not in tune.score([output], [truth], base)
 
 
@@ -112,8 +129,9 @@ def test_flip_averaging_averages_the_foreground_of_the_image_and_its_flips():
   def apply_fn(variables, images):
     del variables
     # Not flip-equivariant: the logit grows along x.
-    logits = jnp.broadcast_to(jnp.arange(images.shape[2], dtype=jnp.float32)[None, None, :, None],
-                              images.shape[:3] + (1,))
+    logits = jnp.broadcast_to(
+        jnp.arange(images.shape[2], dtype=jnp.float32)[None, None, :, None], images.shape[:3] + (1,)
+    )
     return {"embedding": images, "semantic_logits": jnp.concatenate([-logits, logits], -1)}
 
   images = jnp.zeros((1, 2, 3, 3))
@@ -131,8 +149,9 @@ def test_the_original_grid_scores_a_small_instance_the_shrunk_grid_loses():
   predicted = gt.copy()
   predicted[43:46, 43:46] = 0  # the prediction missed it
   full = cvppp.cvppp_scores(predicted, gt)
-  shrink = lambda a: transforms.resize({"image": np.zeros((64, 64, 3), np.float32),
-                                        "instances": a}, size=(16, 16))["instances"]
+  shrink = lambda a: transforms.resize(
+      {"image": np.zeros((64, 64, 3), np.float32), "instances": a}, size=(16, 16)
+  )["instances"]
   assert 2 not in shrink(gt)
   small = cvppp.cvppp_scores(shrink(predicted), shrink(gt))
   assert small["SBD"] == pytest.approx(1.0) and full["SBD"] < 0.75
@@ -169,8 +188,18 @@ def test_a_folder_of_ten_image_sizes_compiles_the_stated_number_of_programs(size
   segmenter = inference.Segmenter(config, params)
   cluster.mean_shift.clear_cache()  # programs of the same bucket and bound from earlier tests
   # Pairs one pixel apart: in "native" mode each pair pads to one multiple of the stride.
-  sizes = [(24, 40), (23, 39), (40, 24), (39, 23), (34, 34), (33, 33), (70, 90), (69, 89),
-           (90, 64), (89, 63)]
+  sizes = [
+      (24, 40),
+      (23, 39),
+      (40, 24),
+      (39, 23),
+      (34, 34),
+      (33, 33),
+      (70, 90),
+      (69, 89),
+      (90, 64),
+      (89, 63),
+  ]
   images = [rng.random(size + (3,)).astype(np.float32) for size in sizes]
   inputs = [segmenter.geometry.network_input(image) for image in images]
   with _compiled_programs() as names:
@@ -225,8 +254,11 @@ def folder_run(tmp_path_factory):
 
 
 def _label_pngs(folder):
-  return {name[:-len("_labels.png")]: np.asarray(Image.open(os.path.join(folder, name)))
-          for name in os.listdir(folder) if name.endswith("_labels.png")}
+  return {
+      name[: -len("_labels.png")]: np.asarray(Image.open(os.path.join(folder, name)))
+      for name in os.listdir(folder)
+      if name.endswith("_labels.png")
+  }
 
 
 @pytest.mark.parametrize("size_mode", ["stretch", "fit", "native"])
@@ -236,15 +268,20 @@ def test_evaluate_predict_and_a_bundle_give_the_same_labels(folder_run, tmp_path
   config.data.size_mode = size_mode
   params = evaluate.load_params(config, workdir)
   # Record ids are paths below manual_dir; predict names its outputs by file stem.
-  evaluated = {os.path.splitext(os.path.basename(example["id"]))[0]: result.labels
-               for example, _, result in evaluate.network_and_segmentation(config, params)}
+  evaluated = {
+      os.path.splitext(os.path.basename(example["id"]))[0]: result.labels
+      for example, _, result in evaluate.network_and_segmentation(config, params)
+  }
   assert len(evaluated) == 3
   predict.predict(config, workdir, str(images), str(tmp_path / "workdir"))
   bundle = export.export(config, workdir, str(tmp_path / "bundle"))
   bundle_config, bundle_params = export.load_bundle(bundle)
-  predict.predict(bundle_config, None, str(images), str(tmp_path / "bundle_out"),
-                  params=bundle_params)
-  from_workdir, from_bundle = _label_pngs(tmp_path / "workdir"), _label_pngs(tmp_path / "bundle_out")
+  predict.predict(
+      bundle_config, None, str(images), str(tmp_path / "bundle_out"), params=bundle_params
+  )
+  from_workdir, from_bundle = _label_pngs(tmp_path / "workdir"), _label_pngs(
+      tmp_path / "bundle_out"
+  )
   assert set(from_workdir) == set(from_bundle) == set(evaluated)
   for stem, labels in evaluated.items():
     with Image.open(images / f"{stem}.png") as image:
@@ -271,11 +308,18 @@ def test_tuned_post_processing_is_stored_and_used_by_evaluate_and_export(folder_
 
 
 def test_coordinate_ascent_finds_the_best_of_a_separable_objective():
-  start = inference.PostProcess(method="meanshift", options={"bandwidth": 1.0}, fg_threshold=0.5,
-                                min_size=0, fill_unclustered=False, max_instances=8)
+  start = inference.PostProcess(
+      method="meanshift",
+      options={"bandwidth": 1.0},
+      fg_threshold=0.5,
+      min_size=0,
+      fill_unclustered=False,
+      max_instances=8,
+  )
   target = {"bandwidth": 1.5, "fg_threshold": 0.3, "min_size": 16}
-  objective = lambda p: -(abs(p.options["bandwidth"] - 1.5) + abs(p.fg_threshold - 0.3)
-                          + abs(p.min_size - 16) / 100)
+  objective = lambda p: -(
+      abs(p.options["bandwidth"] - 1.5) + abs(p.fg_threshold - 0.3) + abs(p.min_size - 16) / 100
+  )
   grid = {"bandwidth": (0.6, 1.0, 1.5), "fg_threshold": (0.3, 0.5), "min_size": (0, 16, 32)}
   best, _ = tune.coordinate_ascent(objective, start, grid)
   assert tune.tuned_fields(best, grid) == target

@@ -24,8 +24,17 @@ def _ref_error(h, kind):
   return {"squared": h * h, "absolute": h, "log_cosh": np.log(np.cosh(h))}[kind]
 
 
-def reference_loss(emb, labels, *, max_instances=32, ignore_label=None, semantic_labels=None,
-                   max_label_id=None, num_classes=None, **options):
+def reference_loss(
+    emb,
+    labels,
+    *,
+    max_instances=32,
+    ignore_label=None,
+    semantic_labels=None,
+    max_label_id=None,
+    num_classes=None,
+    **options,
+):
   """The loss as the paper reads: a loop over images, classes and instances, in float64.
 
   Returns:
@@ -52,7 +61,7 @@ def reference_loss(emb, labels, *, max_instances=32, ignore_label=None, semantic
     if all_cls is None:
       keys = [k for k in keys if k[1] == 0] + [k for k in keys if k[1] > 0][:max_instances]
     else:
-      keys = keys[:max_instances + (1 if background_as_instance else 0)]
+      keys = keys[: max_instances + (1 if background_as_instance else 0)]
     pull = push = reg = 0.0
     classes = sorted({k[0] for k in keys})
     for c_id in classes:
@@ -83,8 +92,15 @@ def reference_loss(emb, labels, *, max_instances=32, ignore_label=None, semantic
               total += _ref_error(max(o["push_margin"] - gap, 0.0), o["push_error"])
         push += total / 2 / (c - 1) if normalization == "authors" else total / (c * (c - 1))
       if normalization != "authors":
-        reg += sum(_ref_error(_ref_distance(mu, o["regularization_distance"]),
-                              o["regularization_error"]) for mu in means) / c
+        reg += (
+            sum(
+                _ref_error(
+                    _ref_distance(mu, o["regularization_distance"]), o["regularization_error"]
+                )
+                for mu in means
+            )
+            / c
+        )
     n = max(len(classes), 1)
     terms.append((pull / n, push / n, reg / n))
   terms = np.array(terms)
@@ -135,24 +151,45 @@ LARGE = _labels(large_ids=True)
 X = _embeddings(SMALL)
 SEM = _semantic(SMALL)
 
-MANHATTAN = {"pull_distance": "manhattan", "push_distance": "manhattan",
-             "regularization_distance": "manhattan"}
+MANHATTAN = {
+    "pull_distance": "manhattan",
+    "push_distance": "manhattan",
+    "regularization_distance": "manhattan",
+}
 # Each option value at least once, and the combinations whose normalizations interact; every
 # preset.
 OPTION_SETS = {
     "default": {},
-    "pixel_manhattan_background_ignore": {"normalization": "pixel", "background_as_instance": True,
-                                          "ignore_label": 5, **MANHATTAN},
+    "pixel_manhattan_background_ignore": {
+        "normalization": "pixel",
+        "background_as_instance": True,
+        "ignore_label": 5,
+        **MANHATTAN,
+    },
     "authors_ignore": {"normalization": "authors", "ignore_label": 3},
     "log_cosh_pull_absolute_push": {
-        "pull_distance": "manhattan", "pull_error": "log_cosh", "push_error": "absolute",
-        "regularization_error": "squared", "pull_margin": 0.2, "push_margin": 1.0,
-        "pull_weight": 2.0, "push_weight": 0.5, "regularization_weight": 0.1},
+        "pull_distance": "manhattan",
+        "pull_error": "log_cosh",
+        "push_error": "absolute",
+        "regularization_error": "squared",
+        "pull_margin": 0.2,
+        "push_margin": 1.0,
+        "pull_weight": 2.0,
+        "push_weight": 0.5,
+        "regularization_weight": 0.1,
+    },
     "absolute_pull_log_cosh_push": {
-        "pull_margin": 0.1, "push_margin": 1.4, "pull_weight": 0.5, "push_weight": 2.0,
-        "regularization_weight": 0.01, "pull_error": "absolute", "push_error": "log_cosh",
-        "push_distance": "manhattan", "regularization_error": "log_cosh",
-        "regularization_distance": "manhattan"},
+        "pull_margin": 0.1,
+        "push_margin": 1.4,
+        "pull_weight": 0.5,
+        "push_weight": 2.0,
+        "regularization_weight": 0.01,
+        "pull_error": "absolute",
+        "push_error": "log_cosh",
+        "push_distance": "manhattan",
+        "regularization_error": "log_cosh",
+        "regularization_distance": "manhattan",
+    },
     **{f"preset_{name}": options for name, options in LOSS_PRESETS.items()},
 }
 # Options that change which pixels form which cluster: also run on ids that need the sort.
@@ -162,37 +199,67 @@ RELABEL_SENSITIVE = {"default", "pixel_manhattan_background_ignore"}
 # Options that hold only with semantic labels (max_instances 2 * M: (class, id) pairs).
 SEMANTIC_OPTION_SETS = {
     "sort_authors_ignore": {"normalization": "authors", "ignore_label": 2},
-    "table_background_pixel": {"num_classes": 3, "max_label_id": 2000,
-                               "background_as_instance": True, "normalization": "pixel"},
-    "tf_metric_loss_pixel_background": dict(LOSS_PRESETS["tf_metric_loss"], normalization="pixel",
-                                            background_as_instance=True),
+    "table_background_pixel": {
+        "num_classes": 3,
+        "max_label_id": 2000,
+        "background_as_instance": True,
+        "normalization": "pixel",
+    },
+    "tf_metric_loss_pixel_background": dict(
+        LOSS_PRESETS["tf_metric_loss"], normalization="pixel", background_as_instance=True
+    ),
 }
 
 # The loss before its options got one name each (issue 16), on the data above:
 # (option set, labels, semantic) -> (loss, variance, distance, regularization, gradient . V).
 PINNED = {
-    ("preset_paper", "small", False):
-        (6.49401045, 3.11584592, 3.37760234, 0.56184423, 0.360430124),
-    ("preset_authors", "small", False):
-        (24.2650948, 15.8802824, 8.38481331, 0, 0.122220274),
-    ("preset_pixel", "small", False):
-        (6.55926085, 3.18109632, 3.37760234, 0.56184423, 0.412058806),
-    ("preset_tf_metric_loss", "small", False):
-        (10.4533386, 10.4503155, 0.00297618983, 0.462721854, 0.268823728),
-    ("default", "large", False):
-        (6.49401045, 3.11584592, 3.37760234, 0.56184423, 0.360430124),
-    ("pixel_manhattan_background_ignore", "large", False):
-        (13.0973377, 10.3355856, 2.76088309, 0.869327128, 0.00173366086),
-    ("absolute_pull_log_cosh_push", "small", False):
-        (1.00165737, 1.64578474, 0.087275818, 0.421336323, 0.0901909374),
-    ("log_cosh_pull_absolute_push", "small", False):
-        (4.02433348, 1.93730509, 0.20690231, 0.462721854, 0.141238677),
-    ("sort_authors_ignore", "large", True):
-        (16.3627434, 11.3679724, 4.99477148, 0, -1.34051736),
-    ("table_background_pixel", "large", True):
-        (5.84231806, 3.71258545, 2.12898374, 0.748498321, 0.210086031),
-    ("tf_metric_loss_pixel_background", "small", True):
-        (12.7797489, 12.7766933, 0.00297619007, 0.789291739, 0.880775655),
+    ("preset_paper", "small", False): (6.49401045, 3.11584592, 3.37760234, 0.56184423, 0.360430124),
+    ("preset_authors", "small", False): (24.2650948, 15.8802824, 8.38481331, 0, 0.122220274),
+    ("preset_pixel", "small", False): (6.55926085, 3.18109632, 3.37760234, 0.56184423, 0.412058806),
+    ("preset_tf_metric_loss", "small", False): (
+        10.4533386,
+        10.4503155,
+        0.00297618983,
+        0.462721854,
+        0.268823728,
+    ),
+    ("default", "large", False): (6.49401045, 3.11584592, 3.37760234, 0.56184423, 0.360430124),
+    ("pixel_manhattan_background_ignore", "large", False): (
+        13.0973377,
+        10.3355856,
+        2.76088309,
+        0.869327128,
+        0.00173366086,
+    ),
+    ("absolute_pull_log_cosh_push", "small", False): (
+        1.00165737,
+        1.64578474,
+        0.087275818,
+        0.421336323,
+        0.0901909374,
+    ),
+    ("log_cosh_pull_absolute_push", "small", False): (
+        4.02433348,
+        1.93730509,
+        0.20690231,
+        0.462721854,
+        0.141238677,
+    ),
+    ("sort_authors_ignore", "large", True): (16.3627434, 11.3679724, 4.99477148, 0, -1.34051736),
+    ("table_background_pixel", "large", True): (
+        5.84231806,
+        3.71258545,
+        2.12898374,
+        0.748498321,
+        0.210086031,
+    ),
+    ("tf_metric_loss_pixel_background", "small", True): (
+        12.7797489,
+        12.7766933,
+        0.00297619007,
+        0.789291739,
+        0.880775655,
+    ),
 }
 
 
@@ -205,20 +272,28 @@ def test_values_pinned_before_the_options_were_renamed(case):
   fn = lambda x: discriminative_loss(x, labels, **shape, **options)
   (loss, aux), grad = jax.value_and_grad(fn, has_aux=True)(X)
   v = np.random.default_rng(5).normal(size=X.shape).astype(np.float32).astype(np.float64)
-  got = [loss, aux["variance"], aux["distance"], aux["regularization"],
-         np.vdot(np.asarray(grad, np.float64), v)]
+  got = [
+      loss,
+      aux["variance"],
+      aux["distance"],
+      aux["regularization"],
+      np.vdot(np.asarray(grad, np.float64), v),
+  ]
   np.testing.assert_allclose(got, PINNED[case], rtol=1e-6, atol=1e-6)
 
 
 def _check_against_reference(options, labels, semantic=None, max_instances=M):
-  loss, aux = discriminative_loss(X, labels, max_instances=max_instances,
-                                  semantic_labels=semantic, **options)
-  per_image, terms = reference_loss(X, labels, max_instances=max_instances,
-                                    semantic_labels=semantic, **options)
+  loss, aux = discriminative_loss(
+      X, labels, max_instances=max_instances, semantic_labels=semantic, **options
+  )
+  per_image, terms = reference_loss(
+      X, labels, max_instances=max_instances, semantic_labels=semantic, **options
+  )
   np.testing.assert_allclose(aux["per_image_loss"], per_image, rtol=2e-5, atol=2e-5)
   np.testing.assert_allclose(loss, per_image.mean(), rtol=2e-5, atol=2e-5)
   np.testing.assert_allclose(
-      [aux["variance"], aux["distance"], aux["regularization"]], terms, rtol=2e-5, atol=2e-5)
+      [aux["variance"], aux["distance"], aux["regularization"]], terms, rtol=2e-5, atol=2e-5
+  )
 
 
 @pytest.mark.parametrize("name", OPTION_SETS)
@@ -285,13 +360,27 @@ def test_jit_matches_eager():
     np.testing.assert_array_equal(jit_aux["num_instances"], [0, 1, 4, 3, M, 3, M])
 
 
-@pytest.mark.parametrize("options", [
-    {},
-    dict(LOSS_PRESETS["tf_metric_loss"], push_error="absolute", normalization="pixel",
-         background_as_instance=True, semantic_labels=SEM[[1, 2, 4, 5]], max_instances=2 * M),
-    {"pull_error": "log_cosh", "push_error": "log_cosh", "regularization_error": "log_cosh",
-     "normalization": "authors"},
-], ids=["paper", "tf_metric_loss_semantic_pixel_background", "log_cosh_authors"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        dict(
+            LOSS_PRESETS["tf_metric_loss"],
+            push_error="absolute",
+            normalization="pixel",
+            background_as_instance=True,
+            semantic_labels=SEM[[1, 2, 4, 5]],
+            max_instances=2 * M,
+        ),
+        {
+            "pull_error": "log_cosh",
+            "push_error": "log_cosh",
+            "regularization_error": "log_cosh",
+            "normalization": "authors",
+        },
+    ],
+    ids=["paper", "tf_metric_loss_semantic_pixel_background", "log_cosh_authors"],
+)
 def test_gradient_matches_finite_differences(options):
   # Image 3 (zero distances, coincident means) sits on kinks of the loss; the others do not.
   _check_gradient(X[[1, 2, 4, 5]], SMALL[[1, 2, 4, 5]], options)
@@ -315,16 +404,21 @@ def _check_gradient(x, labels, options):
 _DEGENERATE_OPTIONS = {
     "default": {},
     # Unit-length pull gradients at distance 0, Manhattan kinks, log-cosh regularizer.
-    "absolute_no_margin": {"pull_error": "absolute", "pull_margin": 0.0,
-                           "push_distance": "manhattan", "regularization_error": "log_cosh"},
+    "absolute_no_margin": {
+        "pull_error": "absolute",
+        "pull_margin": 0.0,
+        "push_distance": "manhattan",
+        "regularization_error": "log_cosh",
+    },
 }
 
 
 @functools.cache
 def _value_and_grad(name):
   options = _DEGENERATE_OPTIONS[name]
-  return jax.jit(jax.value_and_grad(
-      lambda x, y: discriminative_loss(x, y, max_instances=M, **options)[0]))
+  return jax.jit(
+      jax.value_and_grad(lambda x, y: discriminative_loss(x, y, max_instances=M, **options)[0])
+  )
 
 
 @pytest.mark.parametrize("name", _DEGENERATE_OPTIONS)
@@ -345,6 +439,7 @@ def test_empty_batch_gives_zero_loss_and_zero_gradient():
 def test_pixel_passes_in_chunks_match(monkeypatch):
   # Large CPU inputs run the pixel passes in chunks; force that on the small test data.
   from instseg_jax.losses import _pixels
+
   monkeypatch.setattr(_pixels, "_CPU_CHUNK_BYTES", X.nbytes // 4)
   fn = jax.jit(jax.value_and_grad(lambda x, y: discriminative_loss(x, y, max_instances=M)[0]))
   assert "while" in fn.lower(X, SMALL).as_text()
@@ -359,8 +454,9 @@ def test_bfloat16_embeddings_computed_in_float32():
   loss, grad = fn(jnp.asarray(X, jnp.bfloat16))
   assert loss.dtype == jnp.float32 and grad.dtype == jnp.bfloat16
   rounded = np.asarray(jnp.asarray(X, jnp.bfloat16), np.float32)
-  np.testing.assert_allclose(loss, reference_loss(rounded, SMALL, max_instances=M)[0].mean(),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+      loss, reference_loss(rounded, SMALL, max_instances=M)[0].mean(), rtol=1e-5
+  )
 
 
 def test_too_many_instances_raise_naming_the_limit():
@@ -399,7 +495,7 @@ def test_semantic_classes_do_not_push_each_other():
 def test_batch_sharded_over_devices_matches_single_device():
   if len(jax.devices()) < len(X):
     pytest.skip(f"needs {len(X)} devices")
-  mesh = jax.sharding.Mesh(np.array(jax.devices()[:len(X)]), ("data",))
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[: len(X)]), ("data",))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
   fn = _value_and_grad("default")
   loss, grad = fn(jax.device_put(X, sharding), jax.device_put(SMALL, sharding))
@@ -431,8 +527,9 @@ def test_semantic_loss_matches_numpy():
   p = np.exp(log_p) * valid[..., None]
   onehot = np.eye(3)[np.where(valid, labels, 0)] * valid[..., None]
   dice = (2 * (p * onehot).sum((0, 1, 2)) + 1) / (p.sum((0, 1, 2)) + onehot.sum((0, 1, 2)) + 1)
-  np.testing.assert_allclose(fn(logits, labels, ignore_label=255, dice_weight=0.5),
-                             ce + 0.5 * (1 - dice.mean()), rtol=1e-5)
+  np.testing.assert_allclose(
+      fn(logits, labels, ignore_label=255, dice_weight=0.5), ce + 0.5 * (1 - dice.mean()), rtol=1e-5
+  )
 
 
 def test_counting_loss():
@@ -449,8 +546,11 @@ def _model_outputs(with_count):
   }
   if with_count:
     outputs["count"] = jnp.full((SMALL.shape[0],), 0.25)
-  batch = {"instances": SMALL, "semantic": (SMALL > 0).astype(np.int32),
-           "num_instances": np.array([0, 1, 4, 3, 6, 3, 6], np.int32)}
+  batch = {
+      "instances": SMALL,
+      "semantic": (SMALL > 0).astype(np.int32),
+      "num_instances": np.array([0, 1, 4, 3, 6, 3, 6], np.int32),
+  }
   return outputs, batch
 
 
@@ -467,8 +567,11 @@ def test_total_loss(with_count):
   embedding = np.asarray(outputs["embedding"], np.float32)  # the bfloat16 values
   disc = reference_loss(embedding, SMALL, max_instances=M)[0].mean()
   sem = losses.semantic_loss(outputs["semantic_logits"], batch["semantic"])
-  count = losses.counting_loss(outputs["count"], batch["num_instances"],
-                               max_count=M) if with_count else 0.0
+  count = (
+      losses.counting_loss(outputs["count"], batch["num_instances"], max_count=M)
+      if with_count
+      else 0.0
+  )
   np.testing.assert_allclose(loss, disc + sem + count, rtol=1e-5)
   np.testing.assert_allclose(metrics["loss"], loss)
 
@@ -477,15 +580,25 @@ def test_defaults_are_the_paper_preset_in_the_signature_and_the_config():
   params = inspect.signature(discriminative_loss).parameters
   assert {name: params[name].default for name in PAPER} == PAPER
   # "paper" names every option that shapes the loss; the rest describe the data.
-  data_options = {"embeddings", "labels", "ignore_label", "semantic_labels", "num_classes",
-                  "max_instances", "max_label_id"}
+  data_options = {
+      "embeddings",
+      "labels",
+      "ignore_label",
+      "semantic_labels",
+      "num_classes",
+      "max_instances",
+      "max_label_id",
+  }
   assert set(PAPER) == set(params) - data_options
   for preset in LOSS_PRESETS.values():
     assert set(preset) <= set(PAPER)
   config = default.get_config()
   assert losses.discriminative_options(config) == {
-      **PAPER, "max_label_id": None, "ignore_label": config.data.ignore_label,
-      "max_instances": config.data.max_instances}
+      **PAPER,
+      "max_label_id": None,
+      "ignore_label": config.data.ignore_label,
+      "max_instances": config.data.max_instances,
+  }
 
 
 def test_total_loss_reads_preset_and_options():
@@ -504,18 +617,27 @@ def test_total_loss_reads_preset_and_options():
   batch["semantic"] = SEM
   _, metrics = losses.total_loss(outputs, batch, config)
   ref_options = dict(LOSS_PRESETS["tf_metric_loss"], normalization="pixel")
-  _, terms = reference_loss(np.asarray(outputs["embedding"], np.float32), SMALL,
-                            max_instances=2 * M, semantic_labels=SEM, **ref_options)
+  _, terms = reference_loss(
+      np.asarray(outputs["embedding"], np.float32),
+      SMALL,
+      max_instances=2 * M,
+      semantic_labels=SEM,
+      **ref_options,
+  )
   np.testing.assert_allclose(
-      [metrics["variance"], metrics["distance"], metrics["regularization"]], terms, rtol=1e-5)
+      [metrics["variance"], metrics["distance"], metrics["regularization"]], terms, rtol=1e-5
+  )
 
 
-@pytest.mark.parametrize("field, value, match", [
-    ("preset", "nope", "preset"),
-    ("push_margin", 0.5, "push_margin=0.5 would be ignored"),  # the preset sets 0.25
-    ("delta_d", 2.0, "push_margin"),  # an earlier name
-    ("ignore_label", 255, "config.data.ignore_label"),
-])
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("preset", "nope", "preset"),
+        ("push_margin", 0.5, "push_margin=0.5 would be ignored"),  # the preset sets 0.25
+        ("delta_d", 2.0, "push_margin"),  # an earlier name
+        ("ignore_label", 255, "config.data.ignore_label"),
+    ],
+)
 def test_discriminative_options_reject_settings_they_would_ignore(field, value, match):
   config = default.get_config()
   config.loss.preset = "tf_metric_loss"

@@ -10,8 +10,13 @@ def test_identical_maps_match_every_object():
   gt = np.array([[1, 1, 0, 2], [1, 1, 0, 2]])
   counts = matching.matching(gt, gt * 3)  # other ids, same objects
   assert counts[0.9] == matching.MatchCounts(tp=2, fp=0, fn=0, matched_iou=2.0)
-  assert counts[0.5].scores() == {"precision": 1.0, "recall": 1.0, "accuracy": 1.0, "f1": 1.0,
-                                  "panoptic_quality": 1.0}
+  assert counts[0.5].scores() == {
+      "precision": 1.0,
+      "recall": 1.0,
+      "accuracy": 1.0,
+      "f1": 1.0,
+      "panoptic_quality": 1.0,
+  }
 
 
 def test_iou_matrix_by_hand():
@@ -32,14 +37,15 @@ def test_matching_is_one_to_one_and_not_greedy():
   assert matching.match(iou, 0.7) == matching.MatchCounts(1, 1, 1, pytest.approx(0.8))
   # One prediction over two true objects counts once.
   assert matching.match(np.array([[0.6], [0.55]]), 0.5) == matching.MatchCounts(
-      1, 0, 1, pytest.approx(0.6))
+      1, 0, 1, pytest.approx(0.6)
+  )
 
 
 def test_counts_are_pooled_over_images_not_averaged():
   accumulator = matching.MatchingAccumulator(thresholds=(0.5,))
   gt = np.array([[1, 1, 0, 0]])
-  accumulator.add(gt, gt)                              # tp 1
-  accumulator.add(gt, np.array([[0, 0, 1, 1]]))        # fp 1, fn 1
+  accumulator.add(gt, gt)  # tp 1
+  accumulator.add(gt, np.array([[0, 0, 1, 1]]))  # fp 1, fn 1
   accumulator.add(np.zeros((1, 4), int), np.zeros((1, 4), int))  # nothing at all
   summary = accumulator.summary()
   assert summary["accuracy@0.5"] == pytest.approx(1 / 3)  # per-image mean would be 0.5

@@ -18,8 +18,7 @@ def test_jsonl_rows_keep_the_metrics_file_format_and_drop_rows_a_resume_repeats(
   writer.write_scalars(4, {})  # nothing to write: no row
   writer.write_images(3, {"eval/panels": np.zeros((2, 2, 3), np.uint8)})  # not its job
   rows = helpers.metric_rows(tmp_path)
-  assert rows == [{"step": s, "loss": pytest.approx(s / 10), "eval/|DiC|": 2.0}
-                  for s in (1, 2, 3)]
+  assert rows == [{"step": s, "loss": pytest.approx(s / 10), "eval/|DiC|": 2.0} for s in (1, 2, 3)]
   with open(writer.path, "a") as f:
     f.write('{"step": 4, "lo')  # a row cut short by a kill
   metric_writers.drop_rows_after(writer.path, 2)
@@ -38,7 +37,7 @@ def test_tensorboard_events_read_back_with_their_steps(tmp_path):
   assert events["loss"] == [(10, 0.5), (20, 0.25)]
   assert events["eval/abs_DiC"] == [(10, 1.25)]
   assert events["eval/accuracy_0.5"] == [(10, 0.75)]
-  (step, read), = events["eval/panels"]
+  ((step, read),) = events["eval/panels"]
   assert step == 20
   np.testing.assert_array_equal(read[..., :3], image)
 
@@ -49,16 +48,17 @@ def test_a_resumed_run_hides_the_events_of_steps_it_trains_again(tmp_path):
   first.close()
   # TensorBoard drops events at or after purge_step from earlier files: the marker is there.
   from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+
   resumed = metric_writers.TensorBoardWriter(str(tmp_path / "resumed"), purge_step=4)
   resumed.close()
-  path, = [os.path.join(tmp_path / "resumed", n) for n in os.listdir(tmp_path / "resumed")]
+  (path,) = [os.path.join(tmp_path / "resumed", n) for n in os.listdir(tmp_path / "resumed")]
   with open(path, "rb") as f:
     data = f.read()
   starts = []
   offset = 0
   while offset < len(data):
-    length = int.from_bytes(data[offset:offset + 8], "little")
-    event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+    length = int.from_bytes(data[offset : offset + 8], "little")
+    event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
     offset += 16 + length
     if event.HasField("session_log"):
       starts.append(event.step)

@@ -12,7 +12,7 @@ from instseg_jax.metrics import cvppp
 
 def _square(shape=(8, 8), top=0, left=0, size=4, value=1, out=None):
   labels = np.zeros(shape, np.int32) if out is None else out
-  labels[top:top + size, left:left + size] = value
+  labels[top : top + size, left : left + size] = value
   return labels
 
 
@@ -24,14 +24,13 @@ def _two_objects():
 def test_relabel_consecutive_keeps_partition_and_background():
   labels = np.array([[0, 7, 7], [300, 0, 7], [300, 42, 0]])
   np.testing.assert_array_equal(
-      metrics.relabel_consecutive(labels),
-      [[0, 1, 1], [3, 0, 1], [3, 2, 0]])
+      metrics.relabel_consecutive(labels), [[0, 1, 1], [3, 0, 1], [3, 2, 0]]
+  )
 
 
 def test_relabel_consecutive_negative_and_huge_ids():
   labels = np.array([[0, -5, 2**40], [2**40, 0, -5]], np.int64)
-  np.testing.assert_array_equal(
-      metrics.relabel_consecutive(labels), [[0, 1, 2], [2, 0, 1]])
+  np.testing.assert_array_equal(metrics.relabel_consecutive(labels), [[0, 1, 2], [2, 0, 1]])
 
 
 def test_relabel_rejects_float_maps():
@@ -43,15 +42,20 @@ def test_contingency_table_counts_pairs():
   a = np.array([[0, 1, 1], [2, 2, 0]])
   b = np.array([[5, 5, 0], [5, 9, 0]])
   # Rows: background, a=1, a=2; columns: background, b=5, b=9.
-  np.testing.assert_array_equal(
-      metrics.contingency_table(a, b), [[1, 1, 0], [1, 1, 0], [0, 1, 1]])
+  np.testing.assert_array_equal(metrics.contingency_table(a, b), [[1, 1, 0], [1, 1, 0], [0, 1, 1]])
 
 
 def test_identical_maps():
   gt = _two_objects()
   scores = metrics.cvppp_scores(gt, gt)
-  assert scores == {"SBD": 1.0, "BD_pred_gt": 1.0, "BD_gt_pred": 1.0,
-                    "FBD": 1.0, "DiC": 0, "|DiC|": 0}
+  assert scores == {
+      "SBD": 1.0,
+      "BD_pred_gt": 1.0,
+      "BD_gt_pred": 1.0,
+      "FBD": 1.0,
+      "DiC": 0,
+      "|DiC|": 0,
+  }
 
 
 def test_non_consecutive_and_permuted_ids_do_not_matter():
@@ -83,8 +87,13 @@ def test_both_empty_follows_scorer_unless_told():
   empty = np.zeros((4, 4), np.uint8)
   # The CVPPP scorer returns 0 for an empty map ("trivial solution").
   assert metrics.cvppp_scores(empty, empty) == {
-      "SBD": 0.0, "BD_pred_gt": 0.0, "BD_gt_pred": 0.0, "FBD": 0.0,
-      "DiC": 0, "|DiC|": 0}
+      "SBD": 0.0,
+      "BD_pred_gt": 0.0,
+      "BD_gt_pred": 0.0,
+      "FBD": 0.0,
+      "DiC": 0,
+      "|DiC|": 0,
+  }
   assert metrics.best_dice(empty, empty, both_empty=1.0) == 1.0
   assert metrics.sbd(empty, empty, both_empty=1.0) == 1.0
   assert metrics.fg_dice(empty, empty, both_empty=1.0) == 1.0
@@ -188,8 +197,7 @@ def test_mask_ap_perfect_prediction():
   gts = [_two_objects(), _square(value=4)]
   preds = [np.where(g > 0, 30 - g, 0) for g in gts]  # ids renamed
   # pycocotools' precision is tp / (tp + fp + eps), hence approx.
-  assert metrics.mask_ap(preds, gts) == pytest.approx(
-      {"AP": 1.0, "AP50": 1.0, "AP75": 1.0})
+  assert metrics.mask_ap(preds, gts) == pytest.approx({"AP": 1.0, "AP50": 1.0, "AP75": 1.0})
 
 
 def test_mask_ap_iou_between_thresholds():
@@ -246,25 +254,23 @@ def test_mask_ap_ignore_region_is_crowd():
   # Ranked first, the prediction inside the void region would be a false
   # alarm; as crowd it is neither hit nor false alarm.
   scores = [{1: 0.5, 2: 0.9}]
-  assert metrics.mask_ap([pred], [gt], scores=scores,
-                         ignore=255)["AP"] == pytest.approx(1.0)
+  assert metrics.mask_ap([pred], [gt], scores=scores, ignore=255)["AP"] == pytest.approx(1.0)
   void = gt == 255
   gt_clean = np.where(void, 0, gt)
-  assert metrics.mask_ap([pred], [gt_clean], scores=scores,
-                         ignore=[void])["AP"] == pytest.approx(1.0)
+  assert metrics.mask_ap([pred], [gt_clean], scores=scores, ignore=[void])["AP"] == pytest.approx(
+      1.0
+  )
   assert metrics.mask_ap([pred], [gt_clean], scores=scores)["AP"] < 1.0
 
 
 def test_mask_ap_classes():
   gt = _two_objects()
   gt_classes = {1: 1, 2: 2}
-  right = metrics.mask_ap([gt], [gt], pred_classes=[gt_classes],
-                          gt_classes=[gt_classes])
+  right = metrics.mask_ap([gt], [gt], pred_classes=[gt_classes], gt_classes=[gt_classes])
   assert right["AP"] == pytest.approx(1.0)
   # A class map votes per instance; swapping the classes misses both.
   class_map = np.select([gt == 1, gt == 2], [2, 1], 0)
-  wrong = metrics.mask_ap([gt], [gt], pred_classes=[class_map],
-                          gt_classes=[gt_classes])
+  wrong = metrics.mask_ap([gt], [gt], pred_classes=[class_map], gt_classes=[gt_classes])
   assert wrong["AP"] == 0.0
 
 
@@ -290,6 +296,7 @@ def test_contingency_is_fast_on_large_maps():
 def test_ignored_ground_truth_is_grey_in_pictures_and_left_out_of_the_scores():
   from instseg_jax import viz  # pylint: disable=g-import-not-at-top
   from instseg_jax.metrics import aggregation  # pylint: disable=g-import-not-at-top
+
   gt = np.array([[1, 1, -1], [0, 0, -1]])
   colours = viz.colorize(gt)
   assert (colours[:, 2] == viz.IGNORED_GREY).all() and (colours[1, :2] == 0).all()
@@ -303,8 +310,9 @@ def test_ignored_ground_truth_is_grey_in_pictures_and_left_out_of_the_scores():
 def test_instance_confidences_are_mean_foreground_probabilities_by_id():
   labels = np.array([[0, 1, 1], [3, 3, 0]])
   foreground = np.array([[0.1, 0.8, 0.6], [0.9, 0.5, 0.2]])
-  np.testing.assert_allclose(metrics.instance_confidences(labels, foreground),
-                             [0.15, 0.7, 0.0, 0.7])
+  np.testing.assert_allclose(
+      metrics.instance_confidences(labels, foreground), [0.15, 0.7, 0.0, 0.7]
+  )
 
 
 def _dense(count=300, side=3):
@@ -314,7 +322,7 @@ def _dense(count=300, side=3):
   labels = np.zeros((rows * (side + 1), per_row * (side + 1)), np.int32)
   for k in range(count):
     top, left = (k // per_row) * (side + 1), (k % per_row) * (side + 1)
-    labels[top:top + side, left:left + side] = k + 1
+    labels[top : top + side, left : left + side] = k + 1
   return labels
 
 

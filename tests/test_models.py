@@ -29,7 +29,8 @@ def _random_params(model, images, seed=1):
   shapes = jax.eval_shape(model.init, jax.random.key(0), images)["params"]
   rng = np.random.default_rng(seed)
   return jax.tree_util.tree_map(
-      lambda s: jnp.asarray(rng.normal(0.0, 0.2, s.shape), s.dtype), shapes)
+      lambda s: jnp.asarray(rng.normal(0.0, 0.2, s.shape), s.dtype), shapes
+  )
 
 
 def _forward(config, shape=(2, 64, 64, 3)):
@@ -58,15 +59,23 @@ def test_unet_outputs_named_maps_at_input_resolution():
 
 @pytest.mark.parametrize("name", sorted(models.MODELS))
 def test_every_model_with_every_option_runs_forward_and_backward_under_jit(name):
-  config = _config(tiny.get_config, name, counter=True, coord_conv=True,
-                   position_encoding="sine", context_features=4)
+  config = _config(
+      tiny.get_config,
+      name,
+      counter=True,
+      coord_conv=True,
+      position_encoding="sine",
+      context_features=4,
+  )
   model, params, images = _forward(config)
   assert images.shape[1] % model.stride == 0
 
   def loss(p):
     out = model.apply({"params": p}, images)
-    return jnp.mean(out["embedding"] ** 2) + jnp.mean(out["semantic_logits"]) + jnp.mean(
-        out["count"]), out
+    return (
+        jnp.mean(out["embedding"] ** 2) + jnp.mean(out["semantic_logits"]) + jnp.mean(out["count"]),
+        out,
+    )
 
   (_, out), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
   assert out["embedding"].shape == (2, 64, 64, config.model.embedding_dim)
@@ -128,8 +137,9 @@ def test_unknown_model_name_lists_the_choices():
     models.create_model(config)
 
 
-@pytest.mark.parametrize("field, value", [("cell", "rnn"), ("norm", "batch"),
-                                          ("position_encoding", "learned")])
+@pytest.mark.parametrize(
+    "field, value", [("cell", "rnn"), ("norm", "batch"), ("position_encoding", "learned")]
+)
 def test_bad_model_options_are_refused_listing_the_choices(field, value):
   config = _config(tiny.get_config, "reseg", **{field: value})
   with pytest.raises(ValueError, match=f"config.model.{field}"):
@@ -203,7 +213,8 @@ def _loop_sweep(params, x, cell):
   hidden = params["step"]["kernel"].shape[1]
   width = renet.GATES[cell] * hidden
   gates = (x @ params["input"]["kernel"] + params["input"]["bias"]).reshape(
-      x.shape[0], x.shape[1], 2, width)
+      x.shape[0], x.shape[1], 2, width
+  )
   step = renet.STEPS[cell]
   carry = renet.initial_carry(cell, x.shape[0], hidden)
   forward, backward = [None] * x.shape[1], [None] * x.shape[1]
@@ -224,7 +235,8 @@ def test_scan_sweep_equals_a_python_loop_with_the_same_weights(cell, remat):
   def with_grad(fn):
     def loss(p):
       out = fn(p)
-      return jnp.sum(out ** 2), out
+      return jnp.sum(out**2), out
+
     return jax.jit(jax.grad(loss, has_aux=True))(params)
 
   grad, out = with_grad(lambda p: sweep.apply({"params": p}, x))
@@ -316,7 +328,8 @@ class _TorchBasicBlock:
     block.bn2 = torch.nn.BatchNorm2d(planes)
     if stride != 1 or inplanes != planes:
       block.downsample = torch.nn.Sequential(
-          torch.nn.Conv2d(inplanes, planes, 1, stride, bias=False), torch.nn.BatchNorm2d(planes))
+          torch.nn.Conv2d(inplanes, planes, 1, stride, bias=False), torch.nn.BatchNorm2d(planes)
+      )
     else:
       block.downsample = None
 
@@ -338,8 +351,9 @@ def test_resnet_encoder_loaded_from_torch_gives_torch_features(tmp_path):
   net.conv1 = torch.nn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
   net.bn1 = torch.nn.BatchNorm2d(widths[0])
   net.layer1 = torch.nn.Sequential(*[_TorchBasicBlock.make(torch, 8, 8, 1) for _ in range(2)])
-  net.layer2 = torch.nn.Sequential(_TorchBasicBlock.make(torch, 8, 16, 2),
-                                   _TorchBasicBlock.make(torch, 16, 16, 1))
+  net.layer2 = torch.nn.Sequential(
+      _TorchBasicBlock.make(torch, 8, 16, 2), _TorchBasicBlock.make(torch, 16, 16, 1)
+  )
   for module in net.modules():
     if isinstance(module, torch.nn.BatchNorm2d):  # non-trivial frozen statistics
       module.running_mean.uniform_(-0.5, 0.5)
@@ -413,15 +427,19 @@ def test_trainer_starts_from_the_pretrained_encoder(tmp_path):
   kernel = loaded.params["encoder"]["block0_conv1"]["kernel"]
   expected = net.features[2].weight.detach().numpy().transpose(2, 3, 1, 0)
   np.testing.assert_array_equal(np.asarray(kernel), expected)
-  np.testing.assert_array_equal(np.asarray(loaded.params["heads"]["embedding"]["kernel"]),
-                                np.asarray(state.params["heads"]["embedding"]["kernel"]))
+  np.testing.assert_array_equal(
+      np.asarray(loaded.params["heads"]["embedding"]["kernel"]),
+      np.asarray(state.params["heads"]["embedding"]["kernel"]),
+  )
   assert int(loaded.step) == 0
 
   config.model.features = (32, 4)  # the file's 64 channels no longer fit
   with pytest.raises(train.validate.ConfigError, match="config.model.pretrained=.*block0_conv0"):
     train._with_pretrained_encoder(
         state_lib.create_train_state(models.create_model(config), config, jax.random.key(0)),
-        config, sharding)
+        config,
+        sharding,
+    )
 
 
 def test_kmeans_clusters_with_the_count_the_counter_head_predicts(data_dir, tmp_path):

@@ -10,6 +10,7 @@ from instseg_jax import periodic
 
 
 class _Clock:
+
   def __init__(self):
     self.now = 0.0
 
@@ -45,7 +46,8 @@ def test_action_timer_shares_a_window_between_train_and_named_actions():
   seconds = timer.window()
   assert seconds == {"train": 6.0, "eval": 3.0, "checkpoint": 1.0}
   assert periodic.fractions(seconds) == pytest.approx(
-      {"time/train": 0.6, "time/eval": 0.3, "time/checkpoint": 0.1})
+      {"time/train": 0.6, "time/eval": 0.3, "time/checkpoint": 0.1}
+  )
   clock.now = 20.0
   assert timer.window() == {"train": 10.0, "eval": 0.0, "checkpoint": 0.0}
   assert timer.summary() == "20 s: train 80%, eval 15%, checkpoint 5%"

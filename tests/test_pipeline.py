@@ -11,7 +11,6 @@ from instseg_jax.data import builders
 from instseg_jax.data import pipeline
 from instseg_jax.data import transforms
 
-
 # ---------------------------------------------------------------- training batches
 
 
@@ -24,7 +23,9 @@ def test_training_normalizes_the_whole_image_before_its_window(circles_dir):
   raw = source[int(batch["index"][0])]["image"]
   expected = transforms.fixed_window(
       {"image": transforms.normalize_intensity(raw, "percentile")},
-      size=config.data.image_size, mode=config.data.size_mode)["image"]
+      size=config.data.image_size,
+      mode=config.data.size_mode,
+  )["image"]
   np.testing.assert_allclose(batch["image"][0], expected, atol=1e-6)
 
 
@@ -39,9 +40,7 @@ def test_train_batches_have_shapes_and_dtypes(circles_dir):
       assert batch[key].shape == (4, 32, 32) and batch[key].dtype == np.int32
     for key in ("num_instances", "index"):
       assert batch[key].shape == (4,) and batch[key].dtype == np.int32
-    np.testing.assert_array_equal(
-        batch["num_instances"], batch["instances"].max(axis=(1, 2))
-    )
+    np.testing.assert_array_equal(batch["num_instances"], batch["instances"].max(axis=(1, 2)))
     for instances in batch["instances"]:
       ids = np.unique(instances)
       np.testing.assert_array_equal(ids, np.arange(len(ids)))
@@ -60,9 +59,7 @@ def test_process_shards_cover_each_epoch_once(circles_dir):
       epoch.append(np.concatenate([next(iterator)["index"] for _ in range(4)]))
   for epoch in epochs:
     assert len(set(epoch[0]) & set(epoch[1])) == 0
-    np.testing.assert_array_equal(
-        np.sort(np.concatenate(epoch)), np.arange(32)
-    )
+    np.testing.assert_array_equal(np.sort(np.concatenate(epoch)), np.arange(32))
   assert not np.array_equal(epochs[0][0], epochs[1][0])  # Reshuffled.
 
 
@@ -82,8 +79,7 @@ def _assert_a_restored_iterator_continues_exactly(config, data_dir, *, consumed:
 
 
 def test_restored_iterator_continues_exactly(circles_dir):
-  _assert_a_restored_iterator_continues_exactly(helpers.circles_config(), circles_dir,
-                                                consumed=5)
+  _assert_a_restored_iterator_continues_exactly(helpers.circles_config(), circles_dir, consumed=5)
 
 
 # ---------------------------------------------- a folder of images of several sizes
@@ -92,19 +88,28 @@ def test_restored_iterator_continues_exactly(circles_dir):
 def test_augmentation_keeps_image_and_labels_aligned(folder_data):
   """Through the whole pipeline, the colour of each instance's interior
   still encodes the source id of that instance."""
-  config = helpers.folder_config("instance_folder", folder_data["manual_dir"],
-                                 folder_data["data_dir"], size=(40, 40), batch_size=2,
-                                 aug_brightness=0.0, aug_contrast=0.0, aug_max_degrees=20.0,
-                                 aug_scale_range=(0.7, 1.4))
+  config = helpers.folder_config(
+      "instance_folder",
+      folder_data["manual_dir"],
+      folder_data["data_dir"],
+      size=(40, 40),
+      batch_size=2,
+      aug_brightness=0.0,
+      aug_contrast=0.0,
+      aug_max_degrees=20.0,
+      aug_scale_range=(0.7, 1.4),
+  )
   builder = pipeline.prepare(config, data_dir=None)
-  grey = {i for i, r in enumerate(helpers.records(builder, "train"))
-          if helpers.text(r["id"]) in ("img1", "img2")}  # They encode no id.
+  grey = {
+      i
+      for i, r in enumerate(helpers.records(builder, "train"))
+      if helpers.text(r["id"]) in ("img1", "img2")
+  }  # They encode no id.
   iterator = pipeline.train_iterator(config, data_dir=None)
   checked = 0
   for _ in range(8):
     batch = next(iterator)
-    for image, labels, index in zip(batch["image"], batch["instances"],
-                                    batch["index"]):
+    for image, labels, index in zip(batch["image"], batch["instances"], batch["index"]):
       if index in grey:
         continue
       # Pixels two away from any other label (or the frame) are interpolated
@@ -135,14 +140,21 @@ def _unaugmented_epoch(config) -> dict[str, dict[str, np.ndarray]]:
   # One batch of the whole split: the first epoch, shuffled.
   config.train.batch_size = len(ids)
   batch = next(pipeline.train_iterator(config, data_dir=None))
-  return {ids[index]: {key: value[row] for key, value in batch.items()}
-          for row, index in enumerate(batch["index"])}
+  return {
+      ids[index]: {key: value[row] for key, value in batch.items()}
+      for row, index in enumerate(batch["index"])
+  }
 
 
 def test_size_modes_and_ignore_padding(folder_data):
-  config = helpers.folder_config("instance_folder", folder_data["manual_dir"],
-                                 folder_data["data_dir"], size=(64, 64), size_mode="fit",
-                                 ignore_padding=True)
+  config = helpers.folder_config(
+      "instance_folder",
+      folder_data["manual_dir"],
+      folder_data["data_dir"],
+      size=(64, 64),
+      size_mode="fit",
+      ignore_padding=True,
+  )
   fit = _unaugmented_epoch(config)["img4"]  # 44x52 scaled by 64/52 into 54x64, padded below.
   assert fit["image"].shape == (64, 64, 3)
   assert (fit["instances"][56:] == -1).all()
@@ -161,31 +173,44 @@ def test_size_modes_and_ignore_padding(folder_data):
 
 
 def test_ignore_label_must_be_negative(folder_data):
-  config = helpers.folder_config("instance_folder", folder_data["manual_dir"],
-                                 folder_data["data_dir"], ignore_label=255)
+  config = helpers.folder_config(
+      "instance_folder", folder_data["manual_dir"], folder_data["data_dir"], ignore_label=255
+  )
   with pytest.raises(ValueError, match="ignore_label=255 must be negative"):
     next(pipeline.eval_records(config, data_dir=None))
 
 
 def test_restored_iterator_continues_exactly_on_folder_data(folder_data):
   # A subset (images over max_instances left out) and full augmentation.
-  config = helpers.folder_config("instance_folder", folder_data["manual_dir"],
-                                 folder_data["data_dir"], max_instances=5, batch_size=1,
-                                 skip_bad_examples=True, aug_saturation=0.3)
+  config = helpers.folder_config(
+      "instance_folder",
+      folder_data["manual_dir"],
+      folder_data["data_dir"],
+      max_instances=5,
+      batch_size=1,
+      skip_bad_examples=True,
+      aug_saturation=0.3,
+  )
   _assert_a_restored_iterator_continues_exactly(config, None, consumed=3)
 
 
 def test_too_many_instances_named_or_skipped(folder_data):
   # img4 has 6 instances, img3 5; the others fewer.
-  config = helpers.folder_config("instance_folder", folder_data["manual_dir"],
-                                 folder_data["data_dir"], max_instances=4, batch_size=1)
+  config = helpers.folder_config(
+      "instance_folder",
+      folder_data["manual_dir"],
+      folder_data["data_dir"],
+      max_instances=4,
+      batch_size=1,
+  )
   builder = pipeline.prepare(config, data_dir=None)
   counts = pipeline.split_stats(builder, "train")["num_instances"]
   over = sum(c > 4 for c in counts)
   assert over >= 1
-  with pytest.raises(builders.DataError,
-                     match=r"more instances than config.data.max_instances=4"
-                     r".*images/img\d\.png \(\d\)") as error:
+  with pytest.raises(
+      builders.DataError,
+      match=r"more instances than config.data.max_instances=4" r".*images/img\d\.png \(\d\)",
+  ) as error:
     pipeline.train_iterator(config, data_dir=None)
   assert "skip_bad_examples=True" in str(error.value)
 
@@ -194,6 +219,7 @@ def test_too_many_instances_named_or_skipped(folder_data):
   seen = {int(next(iterator)["index"][0]) for _ in range(12)}
   usable = {i for i, c in enumerate(counts) if c <= 4}
   assert seen == usable
+
 
 # ---------------------------------------------------------------- evaluation records
 
@@ -229,6 +255,7 @@ def _write_small_folder(folder, count, *, seed=0):
 
 def test_missing_eval_split_stops_the_run_before_the_first_step(tmp_path):
   from instseg_jax import checkpoint, train, validate  # pylint: disable=g-import-not-at-top
+
   _write_small_folder(str(tmp_path / "raw"), 8)
   config = helpers.tiny_config(str(tmp_path / "tfds"))
   # configs/dsb2018.py's data on a folder without split folders, nothing held out.
@@ -238,21 +265,26 @@ def test_missing_eval_split_stops_the_run_before_the_first_step(tmp_path):
   config.data.eval_split = "validation"
   config.data.validation_fraction = 0.0
   workdir = str(tmp_path / "run")
-  with pytest.raises(validate.ConfigError,
-                     match=r"config.data.eval_split='validation' is not a split .*"
-                     r"\['train'\].*validation_fraction"):
+  with pytest.raises(
+      validate.ConfigError,
+      match=r"config.data.eval_split='validation' is not a split .*"
+      r"\['train'\].*validation_fraction",
+  ):
     train.train_and_evaluate(config, workdir)
   assert checkpoint.Checkpointer(workdir).latest_step() is None
 
 
 def test_num_classes_below_the_data_classes_is_refused(tmp_path):
   from instseg_jax import train, validate  # pylint: disable=g-import-not-at-top
+
   helpers.write_voc(str(tmp_path / "raw"), np.random.default_rng(0))
-  config = helpers.folder_config("voc", tmp_path / "raw", tmp_path / "tfds",
-                                 builder_config="2012", num_classes=2)
+  config = helpers.folder_config(
+      "voc", tmp_path / "raw", tmp_path / "tfds", builder_config="2012", num_classes=2
+  )
   # VOC's classes 7, 12 and 15 would be left out of the semantic loss, silently.
-  with pytest.raises(validate.ConfigError,
-                     match=r"num_classes=2 is below the 21 classes .*num_classes=21"):
+  with pytest.raises(
+      validate.ConfigError, match=r"num_classes=2 is below the 21 classes .*num_classes=21"
+  ):
     train.prepare_data(config, process_index=0)
   config.data.num_classes = 21
   train.prepare_data(config, process_index=0)

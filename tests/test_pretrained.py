@@ -24,9 +24,20 @@ def test_the_readme_command_segments_the_sample_without_training(tmp_path):
   except FileNotFoundError:
     pytest.fail("the package ships no nuclei bundle (instseg_jax/pretrained/nuclei)")
   out = tmp_path / "out"
-  subprocess.run([sys.executable, "-m", "instseg_jax.main", "--mode=predict", "--model=nuclei",
-                  f"--input={SAMPLE}/images", f"--output={out}"], check=True,
-                 cwd=helpers.REPO, capture_output=True)
+  subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "instseg_jax.main",
+          "--mode=predict",
+          "--model=nuclei",
+          f"--input={SAMPLE}/images",
+          f"--output={out}",
+      ],
+      check=True,
+      cwd=helpers.REPO,
+      capture_output=True,
+  )
   matches = matching.MatchingAccumulator(thresholds=(0.5,))
   for name in sorted(os.listdir(os.path.join(SAMPLE, "labels"))):
     truth = np.asarray(Image.open(os.path.join(SAMPLE, "labels", name))).astype(np.int32)

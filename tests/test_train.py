@@ -18,6 +18,7 @@ from instseg_jax import checkpoint
 from instseg_jax import predict
 from instseg_jax import train
 
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, data_dir):
   workdir = str(tmp_path_factory.mktemp("run"))
@@ -55,8 +56,9 @@ def test_predict_writes_16bit_labels_and_overlays(trained, data_dir, tmp_path):
   Image.fromarray((rng.random((40, 36, 3)) * 255).astype(np.uint8)).save(inputs / "a.png")
   Image.fromarray((rng.random((32, 32)) * 255).astype(np.uint8)).save(inputs / "grey.png")
   (inputs / "broken.png").write_bytes(b"not a png")
-  failures = predict.predict(helpers.tiny_config(data_dir), workdir, str(inputs),
-                             str(tmp_path / "out"))
+  failures = predict.predict(
+      helpers.tiny_config(data_dir), workdir, str(inputs), str(tmp_path / "out")
+  )
   assert list(failures) == [str(inputs / "broken.png")]
   labels = Image.open(tmp_path / "out" / "a_labels.png")
   assert labels.size == (36, 40) and np.asarray(labels).dtype == np.uint16
@@ -64,8 +66,15 @@ def test_predict_writes_16bit_labels_and_overlays(trained, data_dir, tmp_path):
 
 
 def _main_command(workdir, data_dir, *extra):
-  return [sys.executable, "-m", "instseg_jax.main", "--config=configs/tiny.py",
-          f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", *extra]
+  return [
+      sys.executable,
+      "-m",
+      "instseg_jax.main",
+      "--config=configs/tiny.py",
+      f"--workdir={workdir}",
+      f"--config.data.data_dir={data_dir}",
+      *extra,
+  ]
 
 
 def _cli_env():
@@ -88,12 +97,17 @@ def _saving(checkpoints):
 
 def _params(workdir, data_dir):
   from instseg_jax import evaluate  # pylint: disable=g-import-not-at-top
+
   params = evaluate.load_params(helpers.tiny_config(data_dir), workdir)
   return [np.asarray(x) for x in jax.tree_util.tree_leaves(params)]
 
 
-STEPS = ["--config.train.num_steps=40", "--config.train.checkpoint_every=5",
-         "--config.train.log_every=5", "--config.data.num_eval_images=2"]
+STEPS = [
+    "--config.train.num_steps=40",
+    "--config.train.checkpoint_every=5",
+    "--config.train.log_every=5",
+    "--config.data.num_eval_images=2",
+]
 
 
 def test_killed_during_saves_resumes_to_the_final_step(tmp_path, data_dir):
@@ -101,9 +115,13 @@ def test_killed_during_saves_resumes_to_the_final_step(tmp_path, data_dir):
   checkpoints = os.path.join(workdir, "checkpoints")
   kills = 0
   for _ in range(2):
-    process = subprocess.Popen(_main_command(workdir, data_dir, *STEPS), cwd=helpers.REPO,
-                               env=_cli_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _main_command(workdir, data_dir, *STEPS),
+        cwd=helpers.REPO,
+        env=_cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     # SIGKILL while orbax is writing a checkpoint: the half-written step must be ignored.
     if _wait_for(lambda: _saving(checkpoints), process):
       process.send_signal(signal.SIGKILL)
@@ -112,8 +130,14 @@ def test_killed_during_saves_resumes_to_the_final_step(tmp_path, data_dir):
     latest = checkpoint.Checkpointer(workdir).latest_step()
     assert latest is None or latest % 5 == 0
   assert kills >= 1, "no run could be killed during a save"
-  resumed = subprocess.run(_main_command(workdir, data_dir, *STEPS), cwd=helpers.REPO,
-                           env=_cli_env(), capture_output=True, text=True, timeout=300)
+  resumed = subprocess.run(
+      _main_command(workdir, data_dir, *STEPS),
+      cwd=helpers.REPO,
+      env=_cli_env(),
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert checkpoint.Checkpointer(workdir).latest_step() == 40
   assert helpers.metric_rows(workdir)[-1]["step"] == 40
@@ -122,16 +146,28 @@ def test_killed_during_saves_resumes_to_the_final_step(tmp_path, data_dir):
 
 def test_sigterm_then_resume_matches_an_uninterrupted_run_bitwise(tmp_path, data_dir):
   straight = str(tmp_path / "straight")
-  subprocess.run(_main_command(straight, data_dir, *STEPS), cwd=helpers.REPO, env=_cli_env(),
-                 check=True, capture_output=True, timeout=300)
+  subprocess.run(
+      _main_command(straight, data_dir, *STEPS),
+      cwd=helpers.REPO,
+      env=_cli_env(),
+      check=True,
+      capture_output=True,
+      timeout=300,
+  )
 
   interrupted = str(tmp_path / "interrupted")
   checkpoints = os.path.join(interrupted, "checkpoints")
-  process = subprocess.Popen(_main_command(interrupted, data_dir, *STEPS), cwd=helpers.REPO,
-                             env=_cli_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                             text=True)
-  assert _wait_for(lambda: os.path.isdir(checkpoints) and "5" in os.listdir(checkpoints),
-                   process), "the run ended before it could be interrupted"
+  process = subprocess.Popen(
+      _main_command(interrupted, data_dir, *STEPS),
+      cwd=helpers.REPO,
+      env=_cli_env(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.DEVNULL,
+      text=True,
+  )
+  assert _wait_for(
+      lambda: os.path.isdir(checkpoints) and "5" in os.listdir(checkpoints), process
+  ), "the run ended before it could be interrupted"
   process.send_signal(signal.SIGTERM)
   stdout, _ = process.communicate(timeout=120)
   assert process.returncode == 0
@@ -139,8 +175,14 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run_bitwise(tmp_path, data
   stopped_at = checkpoint.Checkpointer(interrupted).latest_step()
   assert 5 <= stopped_at < 40
 
-  subprocess.run(_main_command(interrupted, data_dir, *STEPS), cwd=helpers.REPO, env=_cli_env(),
-                 check=True, capture_output=True, timeout=300)
+  subprocess.run(
+      _main_command(interrupted, data_dir, *STEPS),
+      cwd=helpers.REPO,
+      env=_cli_env(),
+      check=True,
+      capture_output=True,
+      timeout=300,
+  )
   for a, b in zip(_params(straight, data_dir), _params(interrupted, data_dir)):
     np.testing.assert_array_equal(a, b)
 
@@ -165,18 +207,27 @@ def test_non_finite_steps_can_be_skipped_and_counted(tmp_path, data_dir):
   assert all(np.all(np.isfinite(p)) for p in params)
 
 
-@pytest.mark.parametrize("flag, message", [
-    ("--config.train.num_stepz=5", "num_steps"),
-    ("--config.train.num_steps=abc", "num_steps"),
-    ("--config.data.image_size=(30,31)", "stride"),
-    ("--config.model.name=resnet9000", "config.model.name"),
-    ("--config.data.size_mode=fitt", "config.data.size_mode"),
-    ("--config.data.builder_config=tinny", "config.data.builder_config"),
-    ("--config.train.keep_checkpoints=0", "config.train.keep_checkpoints"),
-])
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--config.train.num_stepz=5", "num_steps"),
+        ("--config.train.num_steps=abc", "num_steps"),
+        ("--config.data.image_size=(30,31)", "stride"),
+        ("--config.model.name=resnet9000", "config.model.name"),
+        ("--config.data.size_mode=fitt", "config.data.size_mode"),
+        ("--config.data.builder_config=tinny", "config.data.builder_config"),
+        ("--config.train.keep_checkpoints=0", "config.train.keep_checkpoints"),
+    ],
+)
 def test_config_mistakes_exit_2_with_one_line(tmp_path, flag, message):
-  result = subprocess.run(_main_command(str(tmp_path), str(tmp_path), flag), cwd=helpers.REPO,
-                          env=_cli_env(), capture_output=True, text=True, timeout=120)
+  result = subprocess.run(
+      _main_command(str(tmp_path), str(tmp_path), flag),
+      cwd=helpers.REPO,
+      env=_cli_env(),
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   assert result.returncode == 2
   lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
   assert len(lines) == 1 and message in lines[0], result.stderr
@@ -186,11 +237,13 @@ def test_config_mistakes_exit_2_with_one_line(tmp_path, flag, message):
 def test_evaluation_with_several_classes_scores_class_aware_ap(data_dir, tmp_path, monkeypatch):
   from instseg_jax import evaluate, models, state as state_lib  # pylint: disable=g-import-not-at-top
   from instseg_jax.metrics import aggregation  # pylint: disable=g-import-not-at-top
+
   config = helpers.tiny_config(data_dir)
   config.data.num_classes = 3  # circles' discs are class 1; the model may also predict 2
   config.cluster.fg_threshold = 0.0  # an untrained model: cluster every pixel
   params = state_lib.create_train_state(
-      models.create_model(config), config, jax.random.key(0)).params
+      models.create_model(config), config, jax.random.key(0)
+  ).params
   seen = []
   add = aggregation.MetricAccumulator.add
 
@@ -205,4 +258,3 @@ def test_evaluation_with_several_classes_scores_class_aware_ap(data_dir, tmp_pat
     assert set(np.unique(kwargs["pred_classes"])) <= {1, 2}
     assert set(np.unique(kwargs["gt_classes"])) <= {0, 1}
   assert 0.0 <= summary["AP50"] <= 1.0
-

@@ -1,4 +1,4 @@
-"""What a run shows while it trains: TensorBoard tags, evaluations at their steps, the best checkpoint."""
+"""What a run shows while training: TensorBoard tags, evaluations at their steps, the best one."""
 
 import os
 
@@ -13,9 +13,15 @@ from instseg_jax import metric_writers
 from instseg_jax import train
 
 LOSS_TERMS = ("loss", "variance", "distance", "regularization", "semantic")
-TRAINING_TAGS = LOSS_TERMS + ("grad_norm", "learning_rate", "steps_per_second",
-                              "images_per_second", "time/train", "time/eval",
-                              "time/checkpoint")
+TRAINING_TAGS = LOSS_TERMS + (
+    "grad_norm",
+    "learning_rate",
+    "steps_per_second",
+    "images_per_second",
+    "time/train",
+    "time/eval",
+    "time/checkpoint",
+)
 EVAL_TAGS = ("eval/SBD", "eval/FBD", "eval/abs_DiC", "eval/AP", "eval/accuracy_0.5")
 IMAGE_TAGS = ("eval/panels", "eval/embedding_pca", "eval/embedding_scatter")
 
@@ -43,13 +49,16 @@ def test_event_files_hold_every_scalar_and_image_tag_at_its_steps(run):
     assert [step for step, _ in events[tag]] == [2, 4, 6], tag
   config = _config("")
   assert [v for _, v in events["learning_rate"]] == pytest.approx(
-      [float(train.optim.make_schedule(config)(s - 1)) for s in (2, 3, 4, 6)])
+      [float(train.optim.make_schedule(config)(s - 1)) for s in (2, 3, 4, 6)]
+  )
   height, width = config.data.image_size  # circles "tiny" images are 32 x 32
   panels = events["eval/panels"][0][1]
   assert panels.shape[:2] == (config.eval.num_panels * (height + 4) - 4, 3 * width + 8)
   assert events["eval/embedding_pca"][0][1].shape[:2] == (height, width)
-  assert events["eval/embedding_scatter"][0][1].shape[0] == events[
-      "eval/embedding_scatter"][0][1].shape[1]
+  assert (
+      events["eval/embedding_scatter"][0][1].shape[0]
+      == events["eval/embedding_scatter"][0][1].shape[1]
+  )
   shares = [events[f"time/{n}"][i][1] for i in range(4) for n in ("train", "eval", "checkpoint")]
   assert all(0.0 <= s <= 1.0 for s in shares)
 
@@ -62,8 +71,11 @@ def test_validation_scores_at_eval_every_steps_and_the_best_checkpoint_kept(run)
   assert [r["step"] for r in rows if "loss" in r] == [2, 3, 4, 6]
   best_step = max(scores, key=lambda s: (scores[s], -s))  # the first of equal scores
   best = evaluate.best_checkpoint(_config(""), workdir)
-  assert best.score == {"step": best_step, "metric": "SBD",
-                        "value": pytest.approx(scores[best_step])}
+  assert best.score == {
+      "step": best_step,
+      "metric": "SBD",
+      "value": pytest.approx(scores[best_step]),
+  }
   best.close()
   assert evaluate.checkpoint_in_use(_config(""), workdir) == ("best", best_step)
   assert summary["SBD"] == pytest.approx(scores[best_step])
@@ -81,7 +93,8 @@ def test_evaluation_writes_per_image_scores_and_the_worst_images(run):
 
 
 def test_the_best_checkpoint_is_what_evaluate_predict_and_export_load(
-    data_dir, tmp_path, monkeypatch):
+    data_dir, tmp_path, monkeypatch
+):
   scores = {2: 0.5, 4: 0.9, 6: 0.7}
   seen = {}
 
@@ -111,8 +124,9 @@ def test_best_checkpoint_ranks_by_its_metric_and_survives_reopening(tmp_path):
   assert best.score is None and best.improves(5.0) and not best.improves(float("nan"))
   best.save(3, params, 1.5)
   best.close()
-  again = checkpoint.BestCheckpoint(str(tmp_path), metric="|DiC|", higher_is_better=False,
-                                    read_only=True)
+  again = checkpoint.BestCheckpoint(
+      str(tmp_path), metric="|DiC|", higher_is_better=False, read_only=True
+  )
   assert again.score == {"step": 3, "metric": "|DiC|", "value": 1.5}
   assert again.improves(1.0) and not again.improves(2.0)
   np.testing.assert_array_equal(again.restore({"w": np.zeros(3, np.float32)})["w"], params["w"])
@@ -120,5 +134,6 @@ def test_best_checkpoint_ranks_by_its_metric_and_survives_reopening(tmp_path):
   other = checkpoint.BestCheckpoint(str(tmp_path), metric="SBD", read_only=True)
   assert other.improves(0.0)  # ranked by another metric: the next evaluation replaces it
   other.close()
-  assert checkpoint.BestCheckpoint(str(tmp_path / "none"), metric="SBD",
-                                   read_only=True).score is None
+  assert (
+      checkpoint.BestCheckpoint(str(tmp_path / "none"), metric="SBD", read_only=True).score is None
+  )

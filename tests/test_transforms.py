@@ -12,9 +12,7 @@ from instseg_jax.data import transforms
 def _coordinate_example(height: int, width: int) -> transforms.Example:
   """Each pixel is its own instance; the image holds its centre coordinates."""
   y, x = np.mgrid[0:height, 0:width]
-  image = np.stack(
-      [(y + 0.5) / height, (x + 0.5) / width, np.zeros_like(y, float)], -1
-  )
+  image = np.stack([(y + 0.5) / height, (x + 0.5) / width, np.zeros_like(y, float)], -1)
   return {
       "image": image.astype(np.float32),
       "instances": (y * width + x + 1).astype(np.int32),
@@ -33,9 +31,7 @@ def _assert_aligned(out, *, source_shape, tolerance=0.5, margin=3):
   instances, image = out["instances"], out["image"]
   valid = instances > 0
   label_y, label_x = np.divmod(instances - 1, width)
-  np.testing.assert_array_equal(
-      out["semantic"], np.where(valid, 1 + (label_y + label_x) % 2, 0)
-  )
+  np.testing.assert_array_equal(out["semantic"], np.where(valid, 1 + (label_y + label_x) % 2, 0))
   # Interpolation is only exact away from the fill and the source border.
   inner = np.pad(valid, margin)
   for dy in range(-margin, margin + 1):
@@ -58,33 +54,51 @@ def _assert_aligned(out, *, source_shape, tolerance=0.5, margin=3):
     [
         ("flip", lambda e, r: transforms.random_flip(e, r), 0.5),
         ("rot90", lambda e, r: transforms.random_rot90(e, r), 0.5),
-        ("rotate", lambda e, r: transforms.random_rotate(
-            e, r, max_degrees=20), 0.5),
+        ("rotate", lambda e, r: transforms.random_rotate(e, r, max_degrees=20), 0.5),
         ("resize", lambda e, r: transforms.resize(e, size=(24, 36)), 0.5),
-        ("scale_crop", lambda e, r: transforms.random_scale_crop(
-            e, r, size=(32, 32), scale_range=(0.7, 1.5)), 0.5),
-        ("pad", lambda e, r: transforms.crop_or_pad(
-            e, top=0, left=0, height=48, width=64), 0.5),
-        ("fit", lambda e, r: transforms.fixed_window(
-            e, size=(32, 32), mode="fit"), 0.5),
-        ("native", lambda e, r: transforms.fixed_window(
-            e, size=(32, 32), mode="native"), 0.5),
+        (
+            "scale_crop",
+            lambda e, r: transforms.random_scale_crop(e, r, size=(32, 32), scale_range=(0.7, 1.5)),
+            0.5,
+        ),
+        ("pad", lambda e, r: transforms.crop_or_pad(e, top=0, left=0, height=48, width=64), 0.5),
+        ("fit", lambda e, r: transforms.fixed_window(e, size=(32, 32), mode="fit"), 0.5),
+        ("native", lambda e, r: transforms.fixed_window(e, size=(32, 32), mode="native"), 0.5),
         # Zoomed in only, so enough of the image stays in the frame.
-        ("scale_crop_fit", lambda e, r: transforms.random_scale_crop(
-            e, r, size=(32, 32), mode="fit", scale_range=(1.0, 1.5)), 0.5),
-        ("scale_crop_native", lambda e, r: transforms.random_scale_crop(
-            e, r, size=(24, 24), mode="native"), 0.5),
-        ("scale_crop_foreground", lambda e, r: transforms.random_scale_crop(
-            e, r, size=(24, 24), mode="native", foreground_crop=1.0), 0.5),
+        (
+            "scale_crop_fit",
+            lambda e, r: transforms.random_scale_crop(
+                e, r, size=(32, 32), mode="fit", scale_range=(1.0, 1.5)
+            ),
+            0.5,
+        ),
+        (
+            "scale_crop_native",
+            lambda e, r: transforms.random_scale_crop(e, r, size=(24, 24), mode="native"),
+            0.5,
+        ),
+        (
+            "scale_crop_foreground",
+            lambda e, r: transforms.random_scale_crop(
+                e, r, size=(24, 24), mode="native", foreground_crop=1.0
+            ),
+            0.5,
+        ),
         # Same shape and no zoom: scale-crop is the identity, rotation exact.
-        ("augment_same_size", lambda e, r: transforms.augment(
-            e, r, size=(40, 56), scale_range=(1.0, 1.0), brightness=0.0,
-            contrast=0.0), 0.5),
+        (
+            "augment_same_size",
+            lambda e, r: transforms.augment(
+                e, r, size=(40, 56), scale_range=(1.0, 1.0), brightness=0.0, contrast=0.0
+            ),
+            0.5,
+        ),
         # The rotation resamples the scale-crop's output, whose pixels are up
         # to 56 / 32 / 0.75 source pixels wide.
-        ("augment", lambda e, r: transforms.augment(
-            e, r, size=(32, 32), brightness=0.0, contrast=0.0),
-         0.5 + 0.5 * 56 / 32 / 0.75),
+        (
+            "augment",
+            lambda e, r: transforms.augment(e, r, size=(32, 32), brightness=0.0, contrast=0.0),
+            0.5 + 0.5 * 56 / 32 / 0.75,
+        ),
     ],
 )
 def test_transforms_keep_image_and_labels_aligned(name, fn, tolerance):
@@ -102,13 +116,25 @@ def test_transforms_keep_image_and_labels_aligned(name, fn, tolerance):
 def test_foreground_crops_centre_windows_on_instances():
   instances = np.zeros((200, 300), np.int32)
   instances[150:160, 250:260] = 1  # one small object far from the centre
-  example = {"image": np.zeros((200, 300, 3), np.float32), "instances": instances,
-             "semantic": (instances > 0).astype(np.int32)}
+  example = {
+      "image": np.zeros((200, 300, 3), np.float32),
+      "instances": instances,
+      "semantic": (instances > 0).astype(np.int32),
+  }
+
   def hits(probability):
-    return sum(transforms.random_scale_crop(
-        example, np.random.default_rng(seed), size=(32, 32), mode="native",
-        scale_range=(1.0, 1.0), foreground_crop=probability)["instances"].any()
-               for seed in range(50))
+    return sum(
+        transforms.random_scale_crop(
+            example,
+            np.random.default_rng(seed),
+            size=(32, 32),
+            mode="native",
+            scale_range=(1.0, 1.0),
+            foreground_crop=probability,
+        )["instances"].any()
+        for seed in range(50)
+    )
+
   assert hits(1.0) == 50
   assert hits(0.0) < 10
   # Off, it draws no number: the random stream of older configs is unchanged.
@@ -145,43 +171,37 @@ def test_base_window_and_fixed_window_shapes():
   with pytest.raises(ValueError, match="sideways"):
     transforms.base_window((10, 10), (8, 8), "sideways")
   example = _coordinate_example(20, 10)
-  fit = transforms.fixed_window(example, size=(8, 8), mode="fit",
-                                label_fill=-1)
+  fit = transforms.fixed_window(example, size=(8, 8), mode="fit", label_fill=-1)
   # 20x10 fits as 8x4 in the top-left corner; the rest is filled.
   assert (fit["instances"][:, 4:] == -1).all()
   assert (fit["instances"][:, :4] > 0).all()
   native = transforms.fixed_window(example, size=(8, 16), mode="native")
   # The central 8 rows, padded by 3 columns on each side.
   assert (native["instances"][:, :3] == 0).all()
-  np.testing.assert_array_equal(native["instances"][:, 3:13],
-                                example["instances"][6:14])
+  np.testing.assert_array_equal(native["instances"][:, 3:13], example["instances"][6:14])
 
 
 def test_uint8_images_resize_like_float_ones():
   rng = np.random.default_rng(0)
   image = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
   labels = np.zeros((30, 40), np.int32)
-  as_uint8 = transforms.resize({"image": image, "instances": labels},
-                               size=(17, 23))
+  as_uint8 = transforms.resize({"image": image, "instances": labels}, size=(17, 23))
   as_float = transforms.resize(
-      {"image": image / np.float32(255), "instances": labels}, size=(17, 23))
+      {"image": image / np.float32(255), "instances": labels}, size=(17, 23)
+  )
   assert as_uint8["image"].dtype == np.float32
   np.testing.assert_allclose(as_uint8["image"], as_float["image"], atol=1e-2)
 
 
 def test_saturation_jitter_keeps_grey_grey():
   grey = {"image": np.full((4, 4, 3), 0.5, np.float32)}
-  colour = {"image": np.stack([np.full((4, 4), v, np.float32)
-                               for v in (0.2, 0.5, 0.8)], -1)}
+  colour = {"image": np.stack([np.full((4, 4), v, np.float32) for v in (0.2, 0.5, 0.8)], -1)}
   rng = np.random.default_rng(3)
-  out = transforms.color_jitter(grey, rng, brightness=0.0, contrast=0.0,
-                                saturation=0.5)
+  out = transforms.color_jitter(grey, rng, brightness=0.0, contrast=0.0, saturation=0.5)
   np.testing.assert_allclose(out["image"], 0.5, atol=1e-6)
-  out = transforms.color_jitter(colour, rng, brightness=0.0, contrast=0.0,
-                                saturation=0.5)
+  out = transforms.color_jitter(colour, rng, brightness=0.0, contrast=0.0, saturation=0.5)
   spread = np.ptp(out["image"], axis=-1)
-  assert not np.allclose(spread, 0.6) and np.allclose(out["image"].mean(-1),
-                                                      0.5, atol=1e-6)
+  assert not np.allclose(spread, 0.6) and np.allclose(out["image"].mean(-1), 0.5, atol=1e-6)
 
 
 def test_nuclei_normalization_makes_stained_and_fluorescent_images_alike():
@@ -203,8 +223,13 @@ def test_nuclei_normalization_makes_stained_and_fluorescent_images_alike():
 
 
 def test_percentile_normalization_stretches_each_channel_and_none_keeps_the_image():
-  image = np.stack([np.linspace(0.2, 0.4, 400), np.linspace(0.5, 0.6, 400),
-                    np.linspace(0.0, 1.0, 400)], -1).reshape(20, 20, 3).astype(np.float32)
+  image = (
+      np.stack(
+          [np.linspace(0.2, 0.4, 400), np.linspace(0.5, 0.6, 400), np.linspace(0.0, 1.0, 400)], -1
+      )
+      .reshape(20, 20, 3)
+      .astype(np.float32)
+  )
   out = transforms.normalize_intensity(image, "percentile")
   np.testing.assert_allclose(out.min(axis=(0, 1)), 0.0, atol=1e-6)
   np.testing.assert_allclose(out.max(axis=(0, 1)), 1.0, atol=1e-6)

@@ -33,6 +33,7 @@ class Method:
     on_device: compiled by JAX, once per input shape (see `buckets` for sharing programs), with
       a static bound `max_instances` on the instances of an image.
   """
+
   fn: Callable[..., jax.Array | np.ndarray]
   options: tuple[str, ...]
   on_device: bool = False
@@ -123,7 +124,9 @@ def _warn_if_capped(labels: jax.Array | np.ndarray, method: str, cap: int | None
     logging.warning(
         "clustering (%s) found max_instances=%d instances in an image, the most it may "
         "return; instances beyond them were merged or left out. Raise max_instances.",
-        method, cap)
+        method,
+        cap,
+    )
 
 
 def cluster(

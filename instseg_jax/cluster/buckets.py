@@ -41,4 +41,4 @@ def pad_to_bucket(embeddings: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray,
 def unpad(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
   """(1, P) labels of `pad_to_bucket`'s row -> (H, W) labels of the image."""
   height, width = shape
-  return np.asarray(labels).reshape(-1)[:height * width].reshape(height, width)
+  return np.asarray(labels).reshape(-1)[: height * width].reshape(height, width)

@@ -53,11 +53,7 @@ def _sq_dists(a: jax.Array, b: jax.Array) -> jax.Array:
   Returns:
     (M, K) squared distances, clamped at 0 against rounding.
   """
-  d2 = (
-      jnp.sum(a * a, axis=-1)[:, None]
-      - 2.0 * a @ b.T
-      + jnp.sum(b * b, axis=-1)[None, :]
-  )
+  d2 = jnp.sum(a * a, axis=-1)[:, None] - 2.0 * a @ b.T + jnp.sum(b * b, axis=-1)[None, :]
   return jnp.maximum(d2, 0.0)
 
 
@@ -312,8 +308,9 @@ def _assign_nearest(packed: _Foreground, centres: jax.Array, num_centres: jax.Ar
   padded = -(-k // block) * block
   centres = jnp.pad(centres, ((0, padded - k), (0, 0)))
   # ||x||^2 is the same for every centre and does not change the arg-min.
-  offset = jnp.where(jnp.arange(padded) < num_centres, jnp.sum(jnp.square(centres), axis=-1),
-                     jnp.inf)
+  offset = jnp.where(
+      jnp.arange(padded) < num_centres, jnp.sum(jnp.square(centres), axis=-1), jnp.inf
+  )
 
   def label_chunk(start, labels):
     x = _chunk_rows(packed, start)
@@ -386,9 +383,7 @@ def _mean_shift_single(
 
 @functools.partial(
     jax.jit,
-    static_argnames=(
-        "num_seeds", "num_points", "max_iters", "max_instances", "kernel", "chunk"
-    ),
+    static_argnames=("num_seeds", "num_points", "max_iters", "max_instances", "kernel", "chunk"),
 )
 def mean_shift(
     embeddings: jax.Array,
@@ -513,8 +508,9 @@ def _fast_mean_shift_single(
       x = _chunk_rows(packed, start)
       old = jax.lax.dynamic_slice_in_dim(labels, start, chunk)
       near = jnp.sum(jnp.square(x - mode), axis=-1) <= bw2
-      return jax.lax.dynamic_update_slice_in_dim(labels, jnp.where(near & (old == 0), k + 1, old),
-                                                 start, 0)
+      return jax.lax.dynamic_update_slice_in_dim(
+          labels, jnp.where(near & (old == 0), k + 1, old), start, 0
+      )
 
     labels = _chunk_loop(packed, claim_chunk, labels)
     # The seed itself is always claimed, so each round labels at least one pixel.
@@ -527,9 +523,7 @@ def _fast_mean_shift_single(
   return _unpack_labels(packed, labels, h * w).reshape(h, w)
 
 
-@functools.partial(
-    jax.jit, static_argnames=("num_points", "max_iters", "max_instances", "chunk")
-)
+@functools.partial(jax.jit, static_argnames=("num_points", "max_iters", "max_instances", "chunk"))
 def fast_mean_shift(
     embeddings: jax.Array,
     mask: jax.Array,

@@ -81,8 +81,12 @@ def kmeans(
 
 
 def _hdbscan_points(
-    points: np.ndarray, *, min_cluster_size: int, min_samples: int | None,
-    allow_single_cluster: bool, assign_noise: bool,
+    points: np.ndarray,
+    *,
+    min_cluster_size: int,
+    min_samples: int | None,
+    allow_single_cluster: bool,
+    assign_noise: bool,
 ) -> np.ndarray:
   from sklearn.cluster import HDBSCAN  # pylint: disable=g-import-not-at-top
 
@@ -134,8 +138,12 @@ def hdbscan(
     (H, W) or (B, H, W) int32 labels.
   """
   return _per_image(
-      _hdbscan_points, embeddings, mask, min_cluster_size=min_cluster_size,
-      min_samples=min_samples, allow_single_cluster=allow_single_cluster,
+      _hdbscan_points,
+      embeddings,
+      mask,
+      min_cluster_size=min_cluster_size,
+      min_samples=min_samples,
+      allow_single_cluster=allow_single_cluster,
       assign_noise=assign_noise,
   )
 

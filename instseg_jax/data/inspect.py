@@ -51,8 +51,10 @@ def _split_summary(
       "skipped": len(stats.get("skipped", [])),
       "skipped_files": list(stats.get("skipped", [])),
       "image_sizes": {
-          "min_height": int(min(heights)), "max_height": int(max(heights)),
-          "min_width": int(min(widths)), "max_width": int(max(widths)),
+          "min_height": int(min(heights)),
+          "max_height": int(max(heights)),
+          "min_width": int(min(widths)),
+          "max_width": int(max(widths)),
           "most_common": [[h, w, n] for (h, w), n in common],
       },
   }
@@ -66,8 +68,9 @@ def _split_summary(
         "max": int(counts.max()),
         "images_without_instances": int((counts == 0).sum()),
         "over_max_instances": int((counts > max_instances).sum()),
-        "histogram": np.bincount(counts).tolist() if counts.max() <= 64 else
-                     _coarse_histogram(counts),
+        "histogram": np.bincount(counts).tolist()
+        if counts.max() <= 64
+        else _coarse_histogram(counts),
     }
   return summary
 
@@ -75,15 +78,13 @@ def _split_summary(
 def _coarse_histogram(counts: np.ndarray) -> dict[str, int]:
   edges = np.unique(np.percentile(counts, np.linspace(0, 100, 11)).round())
   hist, edges = np.histogram(counts, bins=edges)
-  return {f"{int(lo)}-{int(hi)}": int(n)
-          for lo, hi, n in zip(edges[:-1], edges[1:], hist)}
+  return {f"{int(lo)}-{int(hi)}": int(n) for lo, hi, n in zip(edges[:-1], edges[1:], hist)}
 
 
 def _labels_picture(labels: np.ndarray, image: np.ndarray | None) -> np.ndarray:
   ignored = labels < 0
   safe = np.where(ignored, 0, labels)
-  picture = (viz.overlay(image, safe) if image is not None
-             else viz.colorize(safe))
+  picture = viz.overlay(image, safe) if image is not None else viz.colorize(safe)
   picture[ignored] = viz.IGNORED_GREY
   return picture
 
@@ -183,30 +184,39 @@ def inspect(
   if verbose:
     for line in summary_lines(result):
       print(line, flush=True)
-    print(f"wrote {os.path.join(workdir, 'inspect.json')}"
-          + (f" and inspect.png ({len(panels)} panels: image | instances | "
-             "classes, after augmentation)" if panels else ""), flush=True)
+    print(
+        f"wrote {os.path.join(workdir, 'inspect.json')}"
+        + (
+            f" and inspect.png ({len(panels)} panels: image | instances | "
+            "classes, after augmentation)"
+            if panels
+            else ""
+        ),
+        flush=True,
+    )
   return result
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
   """A few human-readable lines about the statistics of `inspect`."""
-  lines = [f"{result['data_set']} ({result['builder_config']}) at "
-           f"{result['data_path']}"]
+  lines = [f"{result['data_set']} ({result['builder_config']}) at " f"{result['data_path']}"]
   for split, s in result["splits"].items():
     sizes = s["image_sizes"]
-    if (sizes["min_height"], sizes["min_width"]) == (
-        sizes["max_height"], sizes["max_width"]):
+    if (sizes["min_height"], sizes["min_width"]) == (sizes["max_height"], sizes["max_width"]):
       size = f"{sizes['max_height']}x{sizes['max_width']}"
     else:
-      size = (f"{sizes['min_height']}..{sizes['max_height']} x "
-              f"{sizes['min_width']}..{sizes['max_width']}")
+      size = (
+          f"{sizes['min_height']}..{sizes['max_height']} x "
+          f"{sizes['min_width']}..{sizes['max_width']}"
+      )
     line = f"  {split}: {s['examples']} images, HxW {size}"
     if "instances" in s:
       n = s["instances"]
-      line += (f", instances/image {n['min']}..{n['max']} (mean {n['mean']})"
-               f", {n['over_max_instances']} over max_instances="
-               f"{result['max_instances']}")
+      line += (
+          f", instances/image {n['min']}..{n['max']} (mean {n['mean']})"
+          f", {n['over_max_instances']} over max_instances="
+          f"{result['max_instances']}"
+      )
     if s["skipped"]:
       line += f", {s['skipped']} bad files skipped"
     lines.append(line)

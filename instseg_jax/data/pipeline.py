@@ -52,9 +52,7 @@ def _resolve_data_dir(config: ml_collections.ConfigDict, data_dir: str | None):
   return data_dir or config.data.data_dir or None
 
 
-def prepare(
-    config: ml_collections.ConfigDict, *, data_dir: str | None
-) -> tfds.core.DatasetBuilder:
+def prepare(config: ml_collections.ConfigDict, *, data_dir: str | None) -> tfds.core.DatasetBuilder:
   """Writes the array_record files of `config.data` if they are missing.
 
   Idempotent: when the files exist this only reads the dataset info.
@@ -82,9 +80,7 @@ def prepare(
   )
   builder.download_and_prepare(
       file_format="array_record",
-      download_config=tfds.download.DownloadConfig(
-          manual_dir=builder.manual_dir
-      ),
+      download_config=tfds.download.DownloadConfig(manual_dir=builder.manual_dir),
   )
   return builder
 
@@ -98,9 +94,7 @@ def data_classes(builder: tfds.core.DatasetBuilder) -> list[str] | None:
   return None if names is None else list(names)
 
 
-def check_prepared(
-    config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder
-) -> None:
+def check_prepared(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder) -> None:
   """Checks, before any step, what the run will read from the prepared data.
 
   A missing evaluation split would otherwise surface after the whole training,
@@ -117,10 +111,10 @@ def check_prepared(
     if split in splits:
       continue
     hint = ""
-    if (getattr(builder, "USES_HOLDOUT", False)
-        and not config.data.validation_fraction):
-      hint = ("; config.data.validation_fraction=0 holds out no "
-              "'validation' split, set it above 0")
+    if getattr(builder, "USES_HOLDOUT", False) and not config.data.validation_fraction:
+      hint = (
+          "; config.data.validation_fraction=0 holds out no " "'validation' split, set it above 0"
+      )
     raise validate.ConfigError(
         f"config.data.{field}={split!r} is not a split of data set "
         f"{config.data.name!r} in {builder.data_dir} (splits: {splits}){hint}"
@@ -134,9 +128,7 @@ def check_prepared(
     )
 
 
-def split_stats(
-    builder: tfds.core.DatasetBuilder, split: str
-) -> dict[str, list] | None:
+def split_stats(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, list] | None:
   """Per-example facts the builder stored for `split`, or None.
 
   A dict with "num_instances" and "image_sizes" (one entry per record, in
@@ -195,8 +187,7 @@ def usable_indices(
   if not over.size:
     return everything
   named = ", ".join(
-      f"{_record_name(source[int(i)])} ({counts[i]})"
-      for i in over[:_NAMED_IN_ERRORS]
+      f"{_record_name(source[int(i)])} ({counts[i]})" for i in over[:_NAMED_IN_ERRORS]
   )
   more = over.size - _NAMED_IN_ERRORS
   named += f" and {more} more" if more > 0 else ""
@@ -210,8 +201,7 @@ def usable_indices(
         f"{counts.max()} or set config.data.skip_bad_examples=True to leave "
         "them out."
     )
-  logging.warning("%s; left out (config.data.skip_bad_examples=True).",
-                  message)
+  logging.warning("%s; left out (config.data.skip_bad_examples=True).", message)
   return np.flatnonzero(counts <= limit)
 
 
@@ -228,8 +218,9 @@ def _attach_position(position: int, record: dict[str, Any]) -> dict[str, Any]:
   return {**record, "position": position}
 
 
-def _augment_at_position(example: transforms.Example, *, seed: int,
-                         **options) -> transforms.Example:
+def _augment_at_position(
+    example: transforms.Example, *, seed: int, **options
+) -> transforms.Example:
   # The generator depends on the position in the global stream only, not on
   # how the stream is split between processes.
   rng = np.random.default_rng([seed, int(example.pop("position"))])
@@ -290,8 +281,7 @@ def _decode(record: dict[str, Any], *, ignore: int = -1) -> transforms.Example:
   if "semantic" in record:
     semantic = _label_map(record["semantic"], ignore=ignore)
   else:
-    semantic = np.where(instances < 0, instances, instances > 0).astype(
-        np.int32)
+    semantic = np.where(instances < 0, instances, instances > 0).astype(np.int32)
   example = {
       "image": image,
       "instances": instances,
@@ -314,8 +304,7 @@ def _finalize(example: transforms.Example, *, keep_id: bool = False) -> Batch:
   """Fixes dtypes and renumbers instances after crops removed some."""
   instances, count = transforms.renumber_instances(example["instances"])
   out = {
-      "image": np.ascontiguousarray(
-          transforms.to_float(example)["image"], dtype=np.float32),
+      "image": np.ascontiguousarray(transforms.to_float(example)["image"], dtype=np.float32),
       "instances": instances,
       "semantic": np.ascontiguousarray(example["semantic"], dtype=np.int32),
       "num_instances": np.int32(count),
@@ -345,11 +334,10 @@ def augment_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
   }
 
 
-def _unaugmented(example: transforms.Example, *, size: Sequence[int],
-                 mode: str, label_fill: int) -> transforms.Example:
-  return transforms.fixed_window(
-      example, size=size, mode=mode, label_fill=label_fill
-  )
+def _unaugmented(
+    example: transforms.Example, *, size: Sequence[int], mode: str, label_fill: int
+) -> transforms.Example:
+  return transforms.fixed_window(example, size=size, mode=mode, label_fill=label_fill)
 
 
 def _read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
@@ -392,9 +380,7 @@ def train_dataset(
       or a bad data.size_mode or data.ignore_label.
     builders.DataError: a bad input file, or images over data.max_instances.
   """
-  batch_size = validate.check_batch_split(
-      config.train.batch_size, process_count, "processes"
-  )
+  batch_size = validate.check_batch_split(config.train.batch_size, process_count, "processes")
   seed = config.seed if seed is None else seed
   size = tuple(config.data.image_size)
   split = config.data.train_split
@@ -418,9 +404,7 @@ def train_dataset(
     # Shuffles within consecutive windows of records: locality for slow
     # storage, at the price of a weaker shuffle whose windows may straddle an
     # epoch boundary.
-    ds = grain.experimental.WindowShuffleMapDataset(
-        ds, window_size=buffer, seed=seed
-    )
+    ds = grain.experimental.WindowShuffleMapDataset(ds, window_size=buffer, seed=seed)
   else:
     ds = ds.shuffle()
   ds = ds.repeat().map_with_index(_attach_position)
@@ -428,18 +412,12 @@ def train_dataset(
   # stream and takes every process_count-th element, so the processes' k-th
   # batches together hold exactly the k-th global batch of a single process,
   # and augmentation keyed on the stream position is the same either way.
-  ds = ds[process_index::process_count].map(
-      functools.partial(_decode, ignore=ignore_label(config))
-  )
+  ds = ds[process_index::process_count].map(functools.partial(_decode, ignore=ignore_label(config)))
   if config.data.normalize != "none":
     # On the whole stored image, before any crop, as inference.Geometry does.
     ds = ds.map(functools.partial(_normalized, kind=config.data.normalize))
   if config.data.augment:
-    ds = ds.map(
-        functools.partial(
-            _augment_at_position, seed=seed, **augment_options(config)
-        )
-    )
+    ds = ds.map(functools.partial(_augment_at_position, seed=seed, **augment_options(config)))
   else:
     ds = ds.map(
         functools.partial(
@@ -455,9 +433,7 @@ def train_dataset(
   stream = ds.to_iter_dataset(_read_options(config))
   workers = int(config.data.worker_count)
   if workers > 0:
-    stream = stream.mp_prefetch(
-        grain.MultiprocessingOptions(num_workers=workers)
-    )
+    stream = stream.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return stream
 
 
@@ -518,9 +494,7 @@ def _decoded_eval_split(
 
 
 def _eval_read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
-  return grain.ReadOptions(
-      num_threads=int(config.data.read_threads), prefetch_buffer_size=4
-  )
+  return grain.ReadOptions(num_threads=int(config.data.read_threads), prefetch_buffer_size=4)
 
 
 def eval_records(

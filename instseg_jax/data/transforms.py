@@ -100,9 +100,7 @@ def random_rotate(
   # Inverse map: for each output pixel, where it comes from in the input.
   src_y = cy + cos * (y - cy) - sin * (x - cx)
   src_x = cx + sin * (y - cy) + cos * (x - cx)
-  return _warp(
-      example, src_y, src_x, label_fill=label_fill, image_fill=image_fill
-  )
+  return _warp(example, src_y, src_x, label_fill=label_fill, image_fill=image_fill)
 
 
 def _warp(
@@ -121,18 +119,14 @@ def _warp(
   inside = (iy >= 0) & (iy < height) & (ix >= 0) & (ix < width)
   iy_c, ix_c = np.clip(iy, 0, height - 1), np.clip(ix, 0, width - 1)
   updates = {
-      k: np.where(inside, example[k][iy_c, ix_c], label_fill).astype(
-          example[k].dtype
-      )
+      k: np.where(inside, example[k][iy_c, ix_c], label_fill).astype(example[k].dtype)
       for k in _labels(example)
   }
 
   # Bilinear for the image over a 1-pixel fill border, so the image fades to
   # the fill exactly where the labels switch to it.
   image = example["image"]
-  padded = np.pad(
-      image, ((1, 1), (1, 1), (0, 0)), constant_values=image_fill
-  )
+  padded = np.pad(image, ((1, 1), (1, 1), (0, 0)), constant_values=image_fill)
   fy = np.clip(src_y - 0.5 + 1.0, 0.0, height + 1.0)
   fx = np.clip(src_x - 0.5 + 1.0, 0.0, width + 1.0)
   y0 = np.minimum(np.floor(fy).astype(np.int64), height)
@@ -149,9 +143,7 @@ def to_float(example: Example) -> Example:
   """A uint8 image becomes float32 in [0, 1]; a float image is kept."""
   image = example["image"]
   if image.dtype == np.uint8:
-    return _with(
-        example, image=image.astype(np.float32) * np.float32(1.0 / 255.0)
-    )
+    return _with(example, image=image.astype(np.float32) * np.float32(1.0 / 255.0))
   return example
 
 
@@ -179,8 +171,9 @@ def normalize_intensity(image: np.ndarray, kind: str) -> np.ndarray:
     ValueError: unknown kind.
   """
   if kind not in INTENSITY_NORMALIZATIONS:
-    raise ValueError(f"intensity normalization {kind!r}; choose one of "
-                     f"{INTENSITY_NORMALIZATIONS}")
+    raise ValueError(
+        f"intensity normalization {kind!r}; choose one of " f"{INTENSITY_NORMALIZATIONS}"
+    )
   image = to_float({"image": image})["image"].astype(np.float32)
   if kind == "none":
     return image
@@ -218,14 +211,17 @@ def resize(example: Example, *, size: Sequence[int]) -> Example:
     )
     resized = np.asarray(resized, np.float32) * np.float32(1.0 / 255.0)
   else:
-    resized = np.stack([
-        np.asarray(
-            Image.fromarray(
-                np.ascontiguousarray(image[..., c], dtype=np.float32)
-            ).resize((out_w, out_h), Image.Resampling.BILINEAR)
-        )
-        for c in range(image.shape[-1])
-    ], axis=-1).astype(np.float32)
+    resized = np.stack(
+        [
+            np.asarray(
+                Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32)).resize(
+                    (out_w, out_h), Image.Resampling.BILINEAR
+                )
+            )
+            for c in range(image.shape[-1])
+        ],
+        axis=-1,
+    ).astype(np.float32)
   updates = {"image": resized}
   for k in _labels(example):
     updates[k] = resize_labels(example[k], size=(out_h, out_w))
@@ -268,17 +264,15 @@ def crop_or_pad(
     pads = [(pad_top, pad_bottom), (pad_left, pad_right)]
     pads += [(0, 0)] * (a.ndim - 2)
     a = np.pad(a, pads, constant_values=fill)
-    t, l = top + pad_top, left + pad_left
-    return a[t:t + height, l:l + width]
+    y, x = top + pad_top, left + pad_left
+    return a[y : y + height, x : x + width]
 
   updates = {k: cut(example[k], label_fill) for k in _labels(example)}
   updates["image"] = cut(example["image"], image_fill)
   return _with(example, **updates)
 
 
-def base_window(
-    in_shape: Sequence[int], size: Sequence[int], mode: str
-) -> tuple[float, float]:
+def base_window(in_shape: Sequence[int], size: Sequence[int], mode: str) -> tuple[float, float]:
   """The (height, width) of the source window shown at `size` at zoom 1.
 
   Args:
@@ -355,15 +349,32 @@ def random_scale_crop(
   else:
     top = int(rng.integers(top_range[0], top_range[1] + 1))
     left = int(rng.integers(left_range[0], left_range[1] + 1))
-  return _window_resized(example, top, left, win_h, win_w, size=size,
-                         label_fill=label_fill, image_fill=image_fill)
+  return _window_resized(
+      example, top, left, win_h, win_w, size=size, label_fill=label_fill, image_fill=image_fill
+  )
 
 
-def _window_resized(example: Example, top: int, left: int, height: int, width: int, *,
-                    size: Sequence[int], label_fill: int, image_fill: float) -> Example:
+def _window_resized(
+    example: Example,
+    top: int,
+    left: int,
+    height: int,
+    width: int,
+    *,
+    size: Sequence[int],
+    label_fill: int,
+    image_fill: float,
+) -> Example:
   """The window at (top, left) of the given size, padded where it leaves the image, resized."""
-  example = crop_or_pad(example, top=top, left=left, height=height, width=width,
-                        label_fill=label_fill, image_fill=image_fill)
+  example = crop_or_pad(
+      example,
+      top=top,
+      left=left,
+      height=height,
+      width=width,
+      label_fill=label_fill,
+      image_fill=image_fill,
+  )
   return resize(example, size=size)
 
 
@@ -384,13 +395,13 @@ def fixed_window(
   in_h, in_w = example["image"].shape[:2]
   if mode == "stretch":
     return resize(example, size=size)
-  win_h, win_w = (max(1, int(round(v)))
-                  for v in base_window((in_h, in_w), size, mode))
+  win_h, win_w = (max(1, int(round(v))) for v in base_window((in_h, in_w), size, mode))
   top = left = 0
   if mode == "native":
     top, left = (in_h - win_h) // 2, (in_w - win_w) // 2
-  return _window_resized(example, top, left, win_h, win_w, size=size,
-                         label_fill=label_fill, image_fill=image_fill)
+  return _window_resized(
+      example, top, left, win_h, win_w, size=size, label_fill=label_fill, image_fill=image_fill
+  )
 
 
 def color_jitter(
@@ -414,8 +425,7 @@ def color_jitter(
   image = (image - mean) * factor + mean + delta
   if saturation > 0:
     grey = image.mean(axis=-1, keepdims=True)
-    image = grey + (image - grey) * rng.uniform(1.0 - saturation,
-                                                1.0 + saturation)
+    image = grey + (image - grey) * rng.uniform(1.0 - saturation, 1.0 + saturation)
   return _with(example, image=np.clip(image, 0.0, 1.0).astype(np.float32))
 
 
@@ -440,8 +450,7 @@ def renumber_instances(instances: np.ndarray) -> tuple[np.ndarray, int]:
     present = np.zeros(top + 1, np.int32)
     present[instances[positive]] = 1
     lookup = np.cumsum(present, dtype=np.int32)
-    relabelled = np.where(positive, lookup[np.where(positive, instances, 0)],
-                          instances)
+    relabelled = np.where(positive, lookup[np.where(positive, instances, 0)], instances)
     return relabelled.astype(np.int32), int(lookup[-1])
   ids = np.unique(instances[positive])
   lookup = np.searchsorted(ids, instances) + 1
@@ -491,17 +500,23 @@ def augment(
     foreground_crop: see `random_scale_crop`.
   """
   example = random_scale_crop(
-      example, rng, size=size, scale_range=scale_range, mode=mode,
-      label_fill=label_fill, foreground_crop=foreground_crop,
+      example,
+      rng,
+      size=size,
+      scale_range=scale_range,
+      mode=mode,
+      label_fill=label_fill,
+      foreground_crop=foreground_crop,
   )
   example = to_float(example)
   if rot90:
     example = random_rot90(example, rng, keep_shape=True)
   example = random_flip(example, rng, horizontal=hflip, vertical=vflip)
-  example = random_rotate(
-      example, rng, max_degrees=max_degrees, label_fill=label_fill
-  )
+  example = random_rotate(example, rng, max_degrees=max_degrees, label_fill=label_fill)
   return color_jitter(
-      example, rng, brightness=brightness, contrast=contrast,
+      example,
+      rng,
+      brightness=brightness,
+      contrast=contrast,
       saturation=saturation,
   )

@@ -16,14 +16,22 @@ from instseg_jax.losses.discriminative import (
 from instseg_jax.losses.semantic import semantic_loss
 
 __all__ = [
-    "LOSS_PRESETS", "check_max_instances", "counting_loss", "discriminative_loss",
-    "discriminative_options", "semantic_loss", "total_loss",
+    "LOSS_PRESETS",
+    "check_max_instances",
+    "counting_loss",
+    "discriminative_loss",
+    "discriminative_options",
+    "semantic_loss",
+    "total_loss",
 ]
 
 # config.loss fields of earlier versions, and what replaced them.
 _RENAMED_FIELDS = {
-    "delta_v": "pull_margin", "delta_d": "push_margin (= 2 * delta_d)", "alpha": "pull_weight",
-    "beta": "push_weight", "gamma": "regularization_weight",
+    "delta_v": "pull_margin",
+    "delta_d": "push_margin (= 2 * delta_d)",
+    "alpha": "pull_weight",
+    "beta": "push_weight",
+    "gamma": "regularization_weight",
     "norm": "pull_distance, push_distance and regularization_distance",
     "ignore_label": "config.data.ignore_label",
 }
@@ -54,7 +62,8 @@ def discriminative_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
     if loss[name] not in (defaults[name], value):
       raise ValueError(
           f"config.loss.{name}={loss[name]!r} would be ignored: preset {preset!r} sets "
-          f"{name}={value!r}; drop the preset or leave {name} at {defaults[name]!r}")
+          f"{name}={value!r}; drop the preset or leave {name} at {defaults[name]!r}"
+      )
   options = {name: named.get(name, loss[name]) for name in defaults}
   options["max_label_id"] = loss.max_label_id or None
   options["ignore_label"] = config.data.ignore_label
@@ -62,8 +71,9 @@ def discriminative_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return options
 
 
-def total_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
-               config: ml_collections.ConfigDict) -> tuple[jax.Array, dict[str, jax.Array]]:
+def total_loss(
+    outputs: dict[str, jax.Array], batch: dict[str, jax.Array], config: ml_collections.ConfigDict
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Weighted sum of the losses of a model's outputs, for the train and eval steps.
 
   Args:
@@ -86,10 +96,14 @@ def total_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
     semantic_labels = batch["semantic"]
     options["num_classes"] = config.data.num_classes
   embedding_loss, aux = discriminative_loss(
-      outputs["embedding"], batch["instances"], semantic_labels=semantic_labels, **options)
+      outputs["embedding"], batch["instances"], semantic_labels=semantic_labels, **options
+  )
   sem_loss = semantic_loss(
-      outputs["semantic_logits"], batch["semantic"], ignore_label=options["ignore_label"],
-      dice_weight=loss_cfg.dice_weight)
+      outputs["semantic_logits"],
+      batch["semantic"],
+      ignore_label=options["ignore_label"],
+      dice_weight=loss_cfg.dice_weight,
+  )
   loss = loss_cfg.embedding_weight * embedding_loss + loss_cfg.semantic_weight * sem_loss
   metrics = {
       "variance": aux["variance"],
@@ -98,8 +112,9 @@ def total_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
       "semantic": sem_loss,
   }
   if "count" in outputs:
-    count = counting_loss(outputs["count"], batch["num_instances"],
-                          max_count=config.data.max_instances)
+    count = counting_loss(
+        outputs["count"], batch["num_instances"], max_count=config.data.max_instances
+    )
     loss = loss + loss_cfg.count_weight * count
     metrics["count"] = count
   metrics["loss"] = loss

@@ -90,8 +90,9 @@ def _direction(t: jax.Array, distance: str) -> jax.Array:
   return t if distance == "euclidean" else jnp.sign(t)
 
 
-def _pixel_chunks(x: jax.Array, flat_slots: jax.Array, num_chunks: int
-                  ) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
+def _pixel_chunks(
+    x: jax.Array, flat_slots: jax.Array, num_chunks: int
+) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
   """Returns chunk(i) -> ((P, D) embeddings, (P,) global slots) of pixel chunk i of every image."""
   batch, num_pixels, dim = x.shape
   size = num_pixels // num_chunks
@@ -106,8 +107,9 @@ def _pixel_chunks(x: jax.Array, flat_slots: jax.Array, num_chunks: int
   return chunk
 
 
-def _over_chunks(fn: Callable[[jax.Array], tuple[Any, Any]], num_chunks: int, init: Any
-                 ) -> tuple[Any, Any]:
+def _over_chunks(
+    fn: Callable[[jax.Array], tuple[Any, Any]], num_chunks: int, init: Any
+) -> tuple[Any, Any]:
   """Runs fn(i) -> (sums, per_pixel) over the chunks: sums added up, per_pixel stacked.
 
   Per-pixel outputs come back as (num_chunks, B * chunk) arrays; without a loop for one chunk.
@@ -168,16 +170,16 @@ def _statistics(x: jax.Array, slots: jax.Array, spec: PullSpec, with_residuals: 
     pull_sums, grad_sums = pull_rows[:, dim], pull_rows[:, :dim]
   else:
     pull_sums = pull_rows
-  out = (counts.reshape(batch, -1), means.reshape(batch, -1, dim),
-         pull_sums.reshape(batch, -1))
+  out = (counts.reshape(batch, -1), means.reshape(batch, -1, dim), pull_sums.reshape(batch, -1))
   if not with_residuals:
     return out, None
   return out, (x, flat_slots, counts, means, grad_sums, _unchunk(scale, batch))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def pull_statistics(x: jax.Array, slots: jax.Array, spec: PullSpec
-                     ) -> tuple[jax.Array, jax.Array, jax.Array]:
+def pull_statistics(
+    x: jax.Array, slots: jax.Array, spec: PullSpec
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Per-slot pixel counts, means and pull sums.
 
   Args:
@@ -206,16 +208,14 @@ def _pull_statistics_bwd(spec, residuals, cotangents):
   _, g_means, g_pull = cotangents
   dim = x.shape[-1]
   g_pull = g_pull.reshape(-1)
-  shared = (g_means.reshape(-1, dim) - g_pull[:, None] * grad_sums) / jnp.maximum(
-      counts, 1.0)[:, None]
+  shared = (g_means.reshape(-1, dim) - g_pull[:, None] * grad_sums) / jnp.maximum(counts, 1.0)[
+      :, None
+  ]
   s = flat_slots.reshape(-1)
   xf = x.reshape(-1, dim).astype(means.dtype)
   # One fused pass writes the gradient; the row gathers of the small tables fuse into it.
-  grad = ((g_pull[s] * scale)[:, None] * _direction(xf - means[s], spec.distance)
-          + shared[s])
+  grad = (g_pull[s] * scale)[:, None] * _direction(xf - means[s], spec.distance) + shared[s]
   return grad.reshape(x.shape).astype(x.dtype), None
 
 
 pull_statistics.defvjp(_pull_statistics_fwd, _pull_statistics_bwd)
-
-

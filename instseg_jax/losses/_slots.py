@@ -35,10 +35,14 @@ class SlotSpec:
   relabel: str = "auto"
 
 
-def check_max_instances(labels: Any, max_instances: int, *,
-                        semantic_labels: Any = None,
-                        ignore_label: int | None = None,
-                        background_as_instance: bool = False) -> None:
+def check_max_instances(
+    labels: Any,
+    max_instances: int,
+    *,
+    semantic_labels: Any = None,
+    ignore_label: int | None = None,
+    background_as_instance: bool = False,
+) -> None:
   """Raises ValueError when an image holds more instances than the loss has slots for.
 
   A host-side check (NumPy) for concrete labels; `discriminative_loss` calls it whenever its labels
@@ -79,12 +83,14 @@ def check_max_instances(labels: Any, max_instances: int, *,
     if n_inst > max_instances:
       raise ValueError(
           f"image {b} of the batch has {n_inst} instances, more than max_instances="
-          f"{max_instances}; raise max_instances (config.data.max_instances).")
+          f"{max_instances}; raise max_instances (config.data.max_instances)."
+      )
     if n_inst + n_bg > max_instances + 1:
       raise ValueError(
           f"image {b} of the batch has {n_inst} instances and {n_bg} background clusters, more "
           f"than the max_instances + 1 = {max_instances + 1} slots of max_instances="
-          f"{max_instances}; raise max_instances (config.data.max_instances).")
+          f"{max_instances}; raise max_instances (config.data.max_instances)."
+      )
 
 
 def _count_distinct(values: np.ndarray) -> int:
@@ -96,7 +102,7 @@ def _count_distinct(values: np.ndarray) -> int:
 
 
 def host_relabel_choice(labels: Any, semantic_labels: Any, spec: SlotSpec) -> str:
-  """"fast" or "sort" for concrete labels."""
+  """ "fast" or "sort" for concrete labels."""
   path = _fast_path(spec, semantic_labels is not None)
   if path is None:
     return "sort"
@@ -116,15 +122,15 @@ def global_slots(slots: jax.Array, num_slots: int) -> jax.Array:
   return slots + jnp.arange(slots.shape[0], dtype=slots.dtype)[:, None] * num_slots
 
 
-def slot_max(values: jax.Array, flat_slots: jax.Array, batch: int, num_slots: int
-             ) -> jax.Array:
+def slot_max(values: jax.Array, flat_slots: jax.Array, batch: int, num_slots: int) -> jax.Array:
   """(B, N) int per-pixel values -> (B, num_slots - 1) max per slot (excluded slot dropped)."""
   out = jax.ops.segment_max(values.reshape(-1), flat_slots.reshape(-1), batch * num_slots)
   return out.reshape(batch, num_slots)[:, :-1]
 
 
-def assign_slots(ids: jax.Array, classes: jax.Array | None, spec: SlotSpec
-                 ) -> tuple[jax.Array, jax.Array]:
+def assign_slots(
+    ids: jax.Array, classes: jax.Array | None, spec: SlotSpec
+) -> tuple[jax.Array, jax.Array]:
   """Maps instance ids to slots 0..max_instances; excluded pixels get max_instances + 1.
 
   Slots follow the order of (class, id). Without semantic labels the background cluster (if any)
@@ -181,8 +187,9 @@ def _fast_path(spec: SlotSpec, semantic: bool) -> tuple[str, int, int] | None:
   return "table", bound, num_classes
 
 
-def _beyond_fast_path(ids: Any, classes: Any, member: Any, path: tuple[str, int, int],
-                      xp: Any = jnp) -> Any:
+def _beyond_fast_path(
+    ids: Any, classes: Any, member: Any, path: tuple[str, int, int], xp: Any = jnp
+) -> Any:
   """Whether any cluster pixel has an id (or class) the fast path cannot index."""
   _, bound, num_classes = path
   beyond = xp.any(member & (ids > bound))
@@ -191,17 +198,21 @@ def _beyond_fast_path(ids: Any, classes: Any, member: Any, path: tuple[str, int,
   return beyond
 
 
-def _slots_direct(ids: jax.Array, member: jax.Array, spec: SlotSpec
-                  ) -> tuple[jax.Array, jax.Array]:
+def _slots_direct(ids: jax.Array, member: jax.Array, spec: SlotSpec) -> tuple[jax.Array, jax.Array]:
   """Ids up to max_instances are their own slots."""
   excluded = spec.max_instances + 1
   slots = jnp.where(member, ids, excluded)
   return slots, jnp.zeros(ids.shape[:1], jnp.int32)
 
 
-def _slots_by_table(ids: jax.Array, classes: jax.Array | None, member: jax.Array,
-                    spec: SlotSpec, bound: int, num_classes: int
-                    ) -> tuple[jax.Array, jax.Array]:
+def _slots_by_table(
+    ids: jax.Array,
+    classes: jax.Array | None,
+    member: jax.Array,
+    spec: SlotSpec,
+    bound: int,
+    num_classes: int,
+) -> tuple[jax.Array, jax.Array]:
   """Presence table over (class, id) keys; its running count is the slot."""
   batch = ids.shape[0]
   table = num_classes * (bound + 1)
@@ -214,12 +225,14 @@ def _slots_by_table(ids: jax.Array, classes: jax.Array | None, member: jax.Array
   slot_of_key, overflow = _ranks_to_slots(present, spec=spec, semantic=classes is not None)
   excluded = spec.max_instances + 1
   slot_of_key = jnp.concatenate(
-      [slot_of_key, jnp.full((batch, 1), excluded, jnp.int32)], axis=1).reshape(-1)
+      [slot_of_key, jnp.full((batch, 1), excluded, jnp.int32)], axis=1
+  ).reshape(-1)
   return slot_of_key[flat_key].reshape(ids.shape), overflow
 
 
-def _ranks_to_slots(present: jax.Array, *, spec: SlotSpec, semantic: bool
-                    ) -> tuple[jax.Array, jax.Array]:
+def _ranks_to_slots(
+    present: jax.Array, *, spec: SlotSpec, semantic: bool
+) -> tuple[jax.Array, jax.Array]:
   """(B, T) 0/1 presence of sorted keys -> (B, T) slot of each key, (B,) overflow.
 
   Without semantic labels the keys are the ids themselves, key 0 the background. Keys that are
@@ -244,8 +257,9 @@ def _ranks_to_slots(present: jax.Array, *, spec: SlotSpec, semantic: bool
   return slot.astype(jnp.int32), overflow.astype(jnp.int32)
 
 
-def _slots_by_sort(ids: jax.Array, classes: jax.Array | None, member: jax.Array,
-                   spec: SlotSpec) -> tuple[jax.Array, jax.Array]:
+def _slots_by_sort(
+    ids: jax.Array, classes: jax.Array | None, member: jax.Array, spec: SlotSpec
+) -> tuple[jax.Array, jax.Array]:
   """The general path for arbitrary ids: sort each image's pixels by (class, id)."""
   batch, num_pixels = ids.shape
   # Excluded pixels sort last under the largest int32 (ids and classes are below it).
@@ -256,8 +270,9 @@ def _slots_by_sort(ids: jax.Array, classes: jax.Array | None, member: jax.Array,
     inside_s = ids_s != last
     changed = ids_s[:, 1:] != ids_s[:, :-1]
   else:
-    cls_s, ids_s, order_s = lax.sort((jnp.where(member, classes, last), ids, order),
-                                     dimension=1, num_keys=2)
+    cls_s, ids_s, order_s = lax.sort(
+        (jnp.where(member, classes, last), ids, order), dimension=1, num_keys=2
+    )
     inside_s = cls_s != last
     changed = (cls_s[:, 1:] != cls_s[:, :-1]) | (ids_s[:, 1:] != ids_s[:, :-1])
   changed = jnp.concatenate([jnp.ones((batch, 1), bool), changed], axis=1)
@@ -274,7 +289,9 @@ def _slots_by_sort(ids: jax.Array, classes: jax.Array | None, member: jax.Array,
     overflow = jnp.maximum(jnp.sum(new_inst, axis=1) - m, 0)
   slot_s = jnp.where(inside_s & (slot_s <= m), slot_s, excluded)
   rows = jnp.arange(batch, dtype=jnp.int32)[:, None] * num_pixels
-  slots = jnp.zeros(batch * num_pixels, jnp.int32).at[(order_s + rows).reshape(-1)].set(
-      slot_s.reshape(-1), unique_indices=True)
+  slots = (
+      jnp.zeros(batch * num_pixels, jnp.int32)
+      .at[(order_s + rows).reshape(-1)]
+      .set(slot_s.reshape(-1), unique_indices=True)
+  )
   return slots.reshape(batch, num_pixels), overflow.astype(jnp.int32)
-

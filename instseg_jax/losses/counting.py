@@ -4,8 +4,9 @@ import jax
 import jax.numpy as jnp
 
 
-def counting_loss(predicted_fraction: jax.Array, num_instances: jax.Array, *,
-                  max_count: int) -> jax.Array:
+def counting_loss(
+    predicted_fraction: jax.Array, num_instances: jax.Array, *, max_count: int
+) -> jax.Array:
   """Mean squared error between the predicted and the true count, both as a fraction of max_count.
 
   Args:

@@ -41,12 +41,19 @@ NORMALIZATIONS = ("paper", "pixel", "authors")
 LOSS_PRESETS: dict[str, dict[str, Any]] = {
     # The paper: the defaults, spelled out.
     "paper": {
-        "pull_margin": 0.5, "push_margin": 3.0,
-        "pull_weight": 1.0, "push_weight": 1.0, "regularization_weight": 0.001,
-        "pull_distance": "euclidean", "push_distance": "euclidean",
+        "pull_margin": 0.5,
+        "push_margin": 3.0,
+        "pull_weight": 1.0,
+        "push_weight": 1.0,
+        "regularization_weight": 0.001,
+        "pull_distance": "euclidean",
+        "push_distance": "euclidean",
         "regularization_distance": "euclidean",
-        "pull_error": "squared", "push_error": "squared", "regularization_error": "absolute",
-        "normalization": "paper", "background_as_instance": False,
+        "pull_error": "squared",
+        "push_error": "squared",
+        "regularization_error": "absolute",
+        "normalization": "paper",
+        "background_as_instance": False,
     },
     # The authors' code: pull summed over instances, push over unordered pairs / (C - 1), no
     # regularizer, and the background as one more cluster.
@@ -56,11 +63,16 @@ LOSS_PRESETS: dict[str, dict[str, Any]] = {
     # The TensorFlow MetricLoss option set: Manhattan distances, squared errors, a 0.25 push margin
     # (centroids farther apart are not penalised), no pull margin, and a squared regularizer.
     "tf_metric_loss": {
-        "pull_distance": "manhattan", "push_distance": "manhattan",
-        "pull_error": "squared", "push_error": "squared",
-        "pull_margin": 0.0, "push_margin": 0.25,
-        "pull_weight": 1.0, "push_weight": 1.0,
-        "regularization_error": "squared", "regularization_weight": 1e-4,
+        "pull_distance": "manhattan",
+        "push_distance": "manhattan",
+        "pull_error": "squared",
+        "push_error": "squared",
+        "pull_margin": 0.0,
+        "push_margin": 0.25,
+        "pull_weight": 1.0,
+        "push_weight": 1.0,
+        "regularization_error": "squared",
+        "regularization_weight": 1e-4,
     },
 }
 
@@ -173,18 +185,21 @@ def discriminative_loss(
           distance=_choice(pull_distance, DISTANCES, "pull_distance"),
           error=_choice(pull_error, ERRORS, "pull_error"),
           margin=float(pull_margin),
-          num_chunks=_pixels.chunk_count(embeddings.shape, embeddings.dtype)),
+          num_chunks=_pixels.chunk_count(embeddings.shape, embeddings.dtype),
+      ),
       slots=_slots.SlotSpec(
           max_instances=int(max_instances),
           max_label_id=None if max_label_id is None else int(max_label_id),
           ignore_label=None if ignore_label is None else int(ignore_label),
           background_as_instance=bool(background_as_instance),
-          num_classes=None if num_classes is None else int(num_classes)),
+          num_classes=None if num_classes is None else int(num_classes),
+      ),
       push_margin=float(push_margin),
       push_distance=_choice(push_distance, DISTANCES, "push_distance"),
       push_error=_choice(push_error, ERRORS, "push_error"),
-      regularization_distance=_choice(regularization_distance, DISTANCES,
-                                      "regularization_distance"),
+      regularization_distance=_choice(
+          regularization_distance, DISTANCES, "regularization_distance"
+      ),
       regularization_error=_choice(regularization_error, ERRORS, "regularization_error"),
       pull_weight=float(pull_weight),
       push_weight=float(push_weight),
@@ -192,9 +207,13 @@ def discriminative_loss(
       normalization=_choice(normalization, NORMALIZATIONS, "normalization"),
   )
   if not _is_traced(labels) and (semantic_labels is None or not _is_traced(semantic_labels)):
-    check_max_instances(labels, max_instances, semantic_labels=semantic_labels,
-                        ignore_label=ignore_label,
-                        background_as_instance=background_as_instance)
+    check_max_instances(
+        labels,
+        max_instances,
+        semantic_labels=semantic_labels,
+        ignore_label=ignore_label,
+        background_as_instance=background_as_instance,
+    )
     relabel = _slots.host_relabel_choice(labels, semantic_labels, opts.slots)
     opts = dataclasses.replace(opts, slots=dataclasses.replace(opts.slots, relabel=relabel))
   return _discriminative_loss(embeddings, labels, semantic_labels, opts)
@@ -212,9 +231,9 @@ def _choice(value: str, allowed: tuple[str, ...], name: str) -> str:
 
 
 @functools.partial(jax.jit, static_argnames=("opts",))
-def _discriminative_loss(embeddings: jax.Array, labels: jax.Array,
-                         semantic_labels: jax.Array | None, opts: _Options
-                         ) -> tuple[jax.Array, dict[str, jax.Array]]:
+def _discriminative_loss(
+    embeddings: jax.Array, labels: jax.Array, semantic_labels: jax.Array | None, opts: _Options
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   batch = embeddings.shape[0]
   dim = embeddings.shape[-1]
   x = embeddings.reshape(batch, -1, dim)
@@ -238,12 +257,12 @@ def _discriminative_loss(embeddings: jax.Array, labels: jax.Array,
     slot_is_bg = _slots.slot_max((ids == 0).astype(jnp.int32), flat_slots, batch, k + 1) > 0
   else:
     slot_is_bg = jnp.broadcast_to(
-        (jnp.arange(k) == 0) & opts.slots.background_as_instance, (batch, k))
+        (jnp.arange(k) == 0) & opts.slots.background_as_instance, (batch, k)
+    )
 
   terms = functools.partial(_image_terms, opts=opts)
   pull, push, reg = jax.vmap(terms)(counts, means, pull_sums, slot_class)
-  per_image = (opts.pull_weight * pull + opts.push_weight * push
-               + opts.regularization_weight * reg)
+  per_image = opts.pull_weight * pull + opts.push_weight * push + opts.regularization_weight * reg
   num_instances = jnp.sum((counts > 0) & ~slot_is_bg, axis=1).astype(jnp.int32)
   aux = {
       "variance": jnp.mean(pull),
@@ -265,9 +284,14 @@ def _safe_distance(v: jax.Array, distance: str) -> jax.Array:
   return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
 
-def _image_terms(counts: jax.Array, means: jax.Array, pull_sums: jax.Array,
-                 slot_class: jax.Array, *, opts: _Options
-                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
+def _image_terms(
+    counts: jax.Array,
+    means: jax.Array,
+    pull_sums: jax.Array,
+    slot_class: jax.Array,
+    *,
+    opts: _Options,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Unweighted pull, push and regularization terms of one image.
 
   Args:

@@ -4,9 +4,14 @@ import jax
 import jax.numpy as jnp
 
 
-def semantic_loss(logits: jax.Array, semantic_labels: jax.Array, *,
-                  ignore_label: int | None = None, dice_weight: float = 0.0,
-                  dice_smooth: float = 1.0) -> jax.Array:
+def semantic_loss(
+    logits: jax.Array,
+    semantic_labels: jax.Array,
+    *,
+    ignore_label: int | None = None,
+    dice_weight: float = 0.0,
+    dice_smooth: float = 1.0,
+) -> jax.Array:
   """Softmax cross-entropy averaged over the valid pixels, plus dice_weight * soft Dice loss.
 
   Args:

@@ -16,3 +16,22 @@ from instseg_jax.metrics.cvppp import object_ids
 from instseg_jax.metrics.cvppp import relabel_consecutive
 from instseg_jax.metrics.cvppp import sbd
 from instseg_jax.metrics.matching import MatchingAccumulator
+
+__all__ = [
+    "AP_KEYS",
+    "CVPPP_KEYS",
+    "MaskAPAccumulator",
+    "MatchingAccumulator",
+    "MetricAccumulator",
+    "abs_dic",
+    "best_dice",
+    "contingency_table",
+    "cvppp_scores",
+    "dic",
+    "fg_dice",
+    "instance_confidences",
+    "mask_ap",
+    "object_ids",
+    "relabel_consecutive",
+    "sbd",
+]

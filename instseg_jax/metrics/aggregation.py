@@ -27,8 +27,14 @@ class MetricAccumulator:
     json.dump({"summary": acc.summary(), "per_image": acc.per_image()}, f)
   """
 
-  def __init__(self, *, cvppp_metrics: bool = True, ap: bool = False,
-               both_empty: float = 0.0, max_dets: int | None = None):
+  def __init__(
+      self,
+      *,
+      cvppp_metrics: bool = True,
+      ap: bool = False,
+      both_empty: float = 0.0,
+      max_dets: int | None = None,
+  ):
     """Initializes an empty accumulator.
 
     Args:
@@ -84,11 +90,11 @@ class MetricAccumulator:
     pred, gt = np.asarray(pred), np.asarray(gt)
     record: dict[str, Any] = {"image_id": image_id}
     if self.cvppp_metrics:
-      record.update(cvppp.cvppp_scores(pred, gt, ignore=ignore,
-                                       both_empty=self.both_empty))
+      record.update(cvppp.cvppp_scores(pred, gt, ignore=ignore, both_empty=self.both_empty))
     if self._ap is not None:
-      self._ap.add(pred, gt, scores=scores, pred_classes=pred_classes,
-                   gt_classes=gt_classes, ignore=ignore)
+      self._ap.add(
+          pred, gt, scores=scores, pred_classes=pred_classes, gt_classes=gt_classes, ignore=ignore
+      )
     self._seen.add(image_id)
     self._records.append(record)
     return record
@@ -109,8 +115,9 @@ class MetricAccumulator:
         values = [record[key] for record in self._records]
         result[key] = float(np.mean(values)) if values else float("nan")
     if self._ap is not None:
-      result.update(self._ap.compute() if len(self._ap) else
-                    {key: float("nan") for key in ap_lib.AP_KEYS})
+      result.update(
+          self._ap.compute() if len(self._ap) else {key: float("nan") for key in ap_lib.AP_KEYS}
+      )
     return result
 
 

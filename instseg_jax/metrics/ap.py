@@ -59,8 +59,7 @@ def instance_confidences(labels: ArrayLike, foreground: ArrayLike) -> np.ndarray
   ids = np.asarray(labels).ravel()
   foreground = np.asarray(foreground, np.float64)
   if foreground.shape != np.shape(labels):
-    raise ValueError(f"foreground has shape {foreground.shape}, "
-                     f"label map {np.shape(labels)}")
+    raise ValueError(f"foreground has shape {foreground.shape}, " f"label map {np.shape(labels)}")
   size = int(ids.max(initial=0)) + 1
   sums = np.bincount(ids, weights=foreground.ravel(), minlength=size)
   counts = np.bincount(ids, minlength=size)
@@ -70,15 +69,13 @@ def instance_confidences(labels: ArrayLike, foreground: ArrayLike) -> np.ndarray
 def _encode(labels: np.ndarray, ids: np.ndarray) -> list[dict]:
   rles = []
   for start in range(0, ids.size, _ENCODE_CHUNK):
-    chunk = ids[start:start + _ENCODE_CHUNK]
-    masks = np.asfortranarray(
-        (labels[:, :, None] == chunk[None, None, :]).astype(np.uint8))
+    chunk = ids[start : start + _ENCODE_CHUNK]
+    masks = np.asfortranarray((labels[:, :, None] == chunk[None, None, :]).astype(np.uint8))
     rles.extend(mask_lib.encode(masks))
   return rles
 
 
-def _instance_classes(labels: np.ndarray, ids: np.ndarray,
-                      classes: Classes | None) -> np.ndarray:
+def _instance_classes(labels: np.ndarray, ids: np.ndarray, classes: Classes | None) -> np.ndarray:
   """(n,) category of each instance; 0 where it has none.
 
   A class map votes: an instance takes the most frequent nonzero class under
@@ -90,12 +87,12 @@ def _instance_classes(labels: np.ndarray, ids: np.ndarray,
     return np.array([int(classes.get(int(i), 0)) for i in ids], np.int64)
   class_map = np.asarray(classes)
   if class_map.shape != labels.shape:
-    raise ValueError(f"class map has shape {class_map.shape}, "
-                     f"label map {labels.shape}")
+    raise ValueError(f"class map has shape {class_map.shape}, " f"label map {labels.shape}")
   class_ids, class_rel = np.unique(class_map, return_inverse=True)
   rel = cvppp.relabel_consecutive(labels).ravel().astype(np.int64)
-  votes = np.bincount(rel * class_ids.size + class_rel.ravel(),
-                      minlength=(ids.size + 1) * class_ids.size)
+  votes = np.bincount(
+      rel * class_ids.size + class_rel.ravel(), minlength=(ids.size + 1) * class_ids.size
+  )
   votes = votes.reshape(ids.size + 1, class_ids.size)[1:]
   votes[:, class_ids == 0] = 0
   winner = class_ids[votes.argmax(axis=1)].astype(np.int64)
@@ -112,26 +109,34 @@ def _lookup_scores(ids: np.ndarray, scores: Scores | None) -> np.ndarray:
     return np.array([float(scores[int(i)]) for i in ids])
   table = np.asarray(scores, dtype=np.float64)
   if ids.size and (ids.min() < 0 or ids.max() >= table.size):
-    raise ValueError(f"a score array is indexed by instance id; it has "
-                     f"{table.size} entries, the largest id is {ids.max()}")
+    raise ValueError(
+        f"a score array is indexed by instance id; it has "
+        f"{table.size} entries, the largest id is {ids.max()}"
+    )
   return table[ids]
 
 
-def _annotations(labels: np.ndarray, ids: np.ndarray,
-                 categories: np.ndarray) -> list[dict]:
+def _annotations(labels: np.ndarray, ids: np.ndarray, categories: np.ndarray) -> list[dict]:
   keep = categories > 0
   ids, categories = ids[keep], categories[keep]
   rles = _encode(labels, ids)
   if not rles:
     return []
   # pycocotools' area overflows for more than 255 masks in one call (a uint8 count).
-  areas = np.concatenate([mask_lib.area(rles[i:i + _ENCODE_CHUNK])
-                          for i in range(0, len(rles), _ENCODE_CHUNK)])
+  areas = np.concatenate(
+      [mask_lib.area(rles[i : i + _ENCODE_CHUNK]) for i in range(0, len(rles), _ENCODE_CHUNK)]
+  )
   boxes = mask_lib.toBbox(rles)
-  return [{"segmentation": rle, "area": float(area), "bbox": box.tolist(),
-           "category_id": int(category), "iscrowd": 0}
-          for rle, area, box, category in zip(rles, areas, boxes, categories,
-                                              strict=True)]
+  return [
+      {
+          "segmentation": rle,
+          "area": float(area),
+          "bbox": box.tolist(),
+          "category_id": int(category),
+          "iscrowd": 0,
+      }
+      for rle, area, box, category in zip(rles, areas, boxes, categories, strict=True)
+  ]
 
 
 class MaskAPAccumulator:
@@ -178,8 +183,7 @@ class MaskAPAccumulator:
     """
     pred, gt = np.asarray(pred), np.asarray(gt)
     if pred.ndim != 2 or pred.shape != gt.shape:
-      raise ValueError(f"need two (H, W) maps of one shape, got {pred.shape} "
-                       f"and {gt.shape}")
+      raise ValueError(f"need two (H, W) maps of one shape, got {pred.shape} " f"and {gt.shape}")
     crowd = None
     if ignore is not None:
       crowd = cvppp.ignore_mask(gt, ignore)
@@ -188,8 +192,10 @@ class MaskAPAccumulator:
     gt_ids = cvppp.object_ids(gt)
     gt_categories = _instance_classes(gt, gt_ids, gt_classes)
     if np.any(gt_categories == 0):
-      raise ValueError("gt_classes leaves ground-truth instances "
-                       f"{gt_ids[gt_categories == 0].tolist()} without a class")
+      raise ValueError(
+          "gt_classes leaves ground-truth instances "
+          f"{gt_ids[gt_categories == 0].tolist()} without a class"
+      )
     pred_ids = cvppp.object_ids(pred)
     pred_categories = _instance_classes(pred, pred_ids, pred_classes)
     pred_scores = _lookup_scores(pred_ids, scores)
@@ -205,8 +211,7 @@ class MaskAPAccumulator:
     for ann, score in zip(dts, pred_scores[keep], strict=True):
       self._dts.append({**ann, "image_id": image_id, "score": float(score)})
     if crowd is not None and crowd.any():
-      self._crowds.append((image_id, _encode(crowd.astype(np.uint8),
-                                             np.array([1]))[0]))
+      self._crowds.append((image_id, _encode(crowd.astype(np.uint8), np.array([1]))[0]))
     self._categories.update(int(c) for c in gt_categories)
     self._categories.update(int(c) for c in pred_categories[keep])
 
@@ -222,14 +227,21 @@ class MaskAPAccumulator:
     for image_id, rle in self._crowds:
       area = float(mask_lib.area(rle))
       box = mask_lib.toBbox(rle).tolist()
-      gts.extend({"segmentation": rle, "area": area, "bbox": box,
-                  "category_id": c, "iscrowd": 1, "image_id": image_id}
-                 for c in categories)
+      gts.extend(
+          {
+              "segmentation": rle,
+              "area": area,
+              "bbox": box,
+              "category_id": c,
+              "iscrowd": 1,
+              "image_id": image_id,
+          }
+          for c in categories
+      )
     if not any(not g["iscrowd"] for g in gts):
       return {key: float("nan") for key in AP_KEYS}
 
-    info = {"images": self._images,
-            "categories": [{"id": c, "name": str(c)} for c in categories]}
+    info = {"images": self._images, "categories": [{"id": c, "name": str(c)} for c in categories]}
     # Ids start at 1: COCOeval marks "unmatched" with id 0.
     gts = [{**g, "id": k} for k, g in enumerate(gts, start=1)]
     dts = [{**d, "id": k} for k, d in enumerate(self._dts, start=1)]
@@ -251,7 +263,6 @@ class MaskAPAccumulator:
         "AP50": _mean_defined(precision[np.isclose(thresholds, 0.5)]),
         "AP75": _mean_defined(precision[np.isclose(thresholds, 0.75)]),
     }
-
 
   def _max_dets_per_image(self) -> int:
     """max_dets, or when None the most detections any image has (at least 1)."""
@@ -317,9 +328,15 @@ def mask_ap(
     ignores = per_image(ignore, "ignore")
   accumulator = MaskAPAccumulator(max_dets=max_dets)
   for pred, gt, score, pred_class, gt_class, ign in zip(
-      preds, gts, per_image(scores, "scores"),
+      preds,
+      gts,
+      per_image(scores, "scores"),
       per_image(pred_classes, "pred_classes"),
-      per_image(gt_classes, "gt_classes"), ignores, strict=True):
-    accumulator.add(pred, gt, scores=score, pred_classes=pred_class,
-                    gt_classes=gt_class, ignore=ign)
+      per_image(gt_classes, "gt_classes"),
+      ignores,
+      strict=True,
+  ):
+    accumulator.add(
+        pred, gt, scores=score, pred_classes=pred_class, gt_classes=gt_class, ignore=ign
+    )
   return accumulator.compute()

@@ -39,7 +39,9 @@ def _as_label_map(labels: ArrayLike) -> np.ndarray:
 
 
 def _object_ids_and_relabel(
-    labels: np.ndarray, *, relabel: bool = True,
+    labels: np.ndarray,
+    *,
+    relabel: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None]:
   """Sorted nonzero ids and (if asked) the map relabelled to 1..n, 0 kept."""
   flat = labels.ravel()
@@ -151,8 +153,7 @@ def best_dice(a: ArrayLike, b: ArrayLike, *, both_empty: float = 0.0) -> float:
   Returns:
     BD in [0, 1]; 0 when exactly one of the maps is empty.
   """
-  return _best_dice_from_dice(_dice_matrix(contingency_table(a, b)),
-                              both_empty)
+  return _best_dice_from_dice(_dice_matrix(contingency_table(a, b)), both_empty)
 
 
 def sbd(pred: ArrayLike, gt: ArrayLike, *, both_empty: float = 0.0) -> float:
@@ -167,12 +168,10 @@ def sbd(pred: ArrayLike, gt: ArrayLike, *, both_empty: float = 0.0) -> float:
     SBD in [0, 1].
   """
   dice = _dice_matrix(contingency_table(pred, gt))
-  return min(_best_dice_from_dice(dice, both_empty),
-             _best_dice_from_dice(dice.T, both_empty))
+  return min(_best_dice_from_dice(dice, both_empty), _best_dice_from_dice(dice.T, both_empty))
 
 
-def fg_dice(pred: ArrayLike, gt: ArrayLike, *,
-            both_empty: float = 0.0) -> float:
+def fg_dice(pred: ArrayLike, gt: ArrayLike, *, both_empty: float = 0.0) -> float:
   """Foreground-background Dice (FBD) of pred > 0 against gt > 0.
 
   Args:
@@ -248,19 +247,29 @@ def ignore_mask(gt: np.ndarray, ignore: int | ArrayLike) -> np.ndarray:
     return gt == ignore
   mask = np.asarray(ignore, dtype=bool)
   if mask.shape != gt.shape:
-    raise ValueError(
-        f"ignore mask has shape {mask.shape}, label map {gt.shape}")
+    raise ValueError(f"ignore mask has shape {mask.shape}, label map {gt.shape}")
   return mask
 
 
 def _drop_ignored(
-    pred: np.ndarray, gt: np.ndarray, ignore: int | ArrayLike,
+    pred: np.ndarray,
+    gt: np.ndarray,
+    ignore: int | ArrayLike,
 ) -> tuple[np.ndarray, np.ndarray]:
   mask = ignore_mask(gt, ignore)
   return np.where(mask, 0, pred), np.where(mask, 0, gt)
 
+
 __all__ = [
-    "CVPPP_KEYS", "abs_dic", "best_dice", "contingency_table", "cvppp_scores",
-    "dic", "fg_dice", "ignore_mask", "object_ids", "relabel_consecutive",
+    "CVPPP_KEYS",
+    "abs_dic",
+    "best_dice",
+    "contingency_table",
+    "cvppp_scores",
+    "dic",
+    "fg_dice",
+    "ignore_mask",
+    "object_ids",
+    "relabel_consecutive",
     "sbd",
 ]

@@ -46,22 +46,31 @@ def iou_matrix(gt: ArrayLike, pred: ArrayLike) -> np.ndarray:
 @dataclasses.dataclass(frozen=True)
 class MatchCounts:
   """What the matching of one image (or a pooled data set) found at one threshold."""
+
   tp: int
   fp: int
   fn: int
   matched_iou: float  # sum of the IoU of the true positives
 
   def __add__(self, other: MatchCounts) -> MatchCounts:
-    return MatchCounts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn,
-                       self.matched_iou + other.matched_iou)
+    return MatchCounts(
+        self.tp + other.tp,
+        self.fp + other.fp,
+        self.fn + other.fn,
+        self.matched_iou + other.matched_iou,
+    )
 
   def scores(self) -> dict[str, float]:
     """precision, recall, accuracy, f1 and panoptic_quality (0 where a ratio has nothing)."""
     tp, fp, fn = self.tp, self.fp, self.fn
     ratio = lambda num, den: float(num / den) if den else 0.0
-    return {"precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn),
-            "accuracy": ratio(tp, tp + fp + fn), "f1": ratio(2 * tp, 2 * tp + fp + fn),
-            "panoptic_quality": ratio(self.matched_iou, tp + fp / 2 + fn / 2)}
+    return {
+        "precision": ratio(tp, tp + fp),
+        "recall": ratio(tp, tp + fn),
+        "accuracy": ratio(tp, tp + fp + fn),
+        "f1": ratio(2 * tp, 2 * tp + fp + fn),
+        "panoptic_quality": ratio(self.matched_iou, tp + fp / 2 + fn / 2),
+    }
 
 
 def match(iou: np.ndarray, threshold: float) -> MatchCounts:
@@ -78,8 +87,7 @@ def match(iou: np.ndarray, threshold: float) -> MatchCounts:
   return MatchCounts(tp, n_pred - tp, n_true - tp, float(matched[ok].sum()))
 
 
-def matching(gt: ArrayLike, pred: ArrayLike, *, thresholds=THRESHOLDS
-             ) -> dict[float, MatchCounts]:
+def matching(gt: ArrayLike, pred: ArrayLike, *, thresholds=THRESHOLDS) -> dict[float, MatchCounts]:
   """{threshold: counts} for one image; label maps (H, W), 0 = background."""
   iou = iou_matrix(gt, pred)
   return {t: match(iou, t) for t in thresholds}
@@ -104,7 +112,11 @@ class MatchingAccumulator:
     """Flat scores: "accuracy@0.5", "f1@0.5", ... for every threshold, and the counts."""
     out = {}
     for t, counts in self._pooled.items():
-      for name, value in {**counts.scores(), "tp": counts.tp, "fp": counts.fp,
-                          "fn": counts.fn}.items():
+      for name, value in {
+          **counts.scores(),
+          "tp": counts.tp,
+          "fp": counts.fp,
+          "fn": counts.fn,
+      }.items():
         out[score_key(name, t)] = value
     return out

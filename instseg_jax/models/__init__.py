@@ -45,9 +45,21 @@ def compiler_options() -> dict[str, str] | None:
   """compiler_options for jax.jit of model code on the default backend (None off CPU)."""
   return dict(XLA_CPU_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else None
 
+
 __all__ = [
-    "DTYPES", "DeepLabV3", "MODELS", "ReSeg", "SegNet", "UNet", "UNetCBAM", "create_model",
-    "XLA_CPU_COMPILER_OPTIONS", "compiler_options", "load_pretrained", "merge_pretrained", "resnet_encoder_params",
+    "DTYPES",
+    "DeepLabV3",
+    "MODELS",
+    "ReSeg",
+    "SegNet",
+    "UNet",
+    "UNetCBAM",
+    "create_model",
+    "XLA_CPU_COMPILER_OPTIONS",
+    "compiler_options",
+    "load_pretrained",
+    "merge_pretrained",
+    "resnet_encoder_params",
     "vgg16_encoder_params",
 ]
 

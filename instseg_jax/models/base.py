@@ -30,6 +30,7 @@ class SegmentationModel(nn.Module):
     remat: recompute recurrent sweeps in the backward pass to save memory.
     counter: also predict "count" (B,), the instance count / max_instances.
   """
+
   features: Sequence[int] = (16, 32, 64, 128)
   embedding_dim: int = 8
   num_classes: int = 2
@@ -46,17 +47,24 @@ class SegmentationModel(nn.Module):
     if self.coord_conv:
       batch, height, width, _ = images.shape
       images = jnp.concatenate(
-          [images.astype(jnp.float32), layers.coordinate_channels(batch, height, width)],
-          axis=-1)
+          [images.astype(jnp.float32), layers.coordinate_channels(batch, height, width)], axis=-1
+      )
     return images.astype(self.dtype)
 
   def outputs(self, features: jax.Array, deepest: jax.Array) -> dict[str, jax.Array]:
     """The output dict from full-resolution features and the deepest (coarsest) ones."""
     out = heads.InstanceHeads(
-        self.embedding_dim, self.num_classes, context_features=self.context_features,
-        cell=self.cell, remat=self.remat, position_encoding=self.position_encoding,
-        dtype=self.dtype, name="heads")(features)
+        self.embedding_dim,
+        self.num_classes,
+        context_features=self.context_features,
+        cell=self.cell,
+        remat=self.remat,
+        position_encoding=self.position_encoding,
+        dtype=self.dtype,
+        name="heads",
+    )(features)
     if self.counter:
-      out["count"] = heads.CounterHead(self.features[-1], norm=self.norm, dtype=self.dtype,
-                                       name="counter")(deepest)
+      out["count"] = heads.CounterHead(
+          self.features[-1], norm=self.norm, dtype=self.dtype, name="counter"
+      )(deepest)
     return out

@@ -14,6 +14,7 @@ from instseg_jax.models import resnet
 
 class ASPP(nn.Module):
   """Parallel 1x1, dilated 3x3 and image-pooling branches, concatenated and projected."""
+
   features: int
   rates: Sequence[int] = (12, 24, 36)
   norm: str = "group"
@@ -22,8 +23,13 @@ class ASPP(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     conv = lambda kernel, dilation, name: layers.ConvNormAct(
-        self.features, kernel_size=kernel, dilation=dilation, norm=self.norm,
-        dtype=self.dtype, name=name)
+        self.features,
+        kernel_size=kernel,
+        dilation=dilation,
+        norm=self.norm,
+        dtype=self.dtype,
+        name=name,
+    )
     branches = [conv(1, 1, "branch_1x1")(x)]
     branches += [conv(3, rate, f"branch_rate{rate}")(x) for rate in self.rates]
     pooled = conv(1, 1, "branch_pool")(jnp.mean(x, axis=(1, 2), keepdims=True))
@@ -41,6 +47,7 @@ class DeepLabV3(base.SegmentationModel):
     blocks: residual blocks per stage.
     rates: dilation rates of the ASPP's 3x3 branches.
   """
+
   blocks: Sequence[int] = resnet.RESNET18_BLOCKS
   rates: Sequence[int] = (12, 24, 36)
 
@@ -52,11 +59,13 @@ class DeepLabV3(base.SegmentationModel):
   def __call__(self, images: jax.Array) -> dict[str, jax.Array]:
     """Maps images (B,H,W,C) to the output dict at (B,H,W)."""
     batch, height, width, _ = images.shape
-    stages = resnet.ResNetEncoder(tuple(self.features), tuple(self.blocks), norm=self.norm,
-                                  dtype=self.dtype, name="encoder")(self.prepare_input(images))
+    stages = resnet.ResNetEncoder(
+        tuple(self.features), tuple(self.blocks), norm=self.norm, dtype=self.dtype, name="encoder"
+    )(self.prepare_input(images))
     deepest = stages[-1]
-    x = ASPP(self.features[-1], tuple(self.rates), norm=self.norm, dtype=self.dtype,
-             name="aspp")(deepest)
+    x = ASPP(self.features[-1], tuple(self.rates), norm=self.norm, dtype=self.dtype, name="aspp")(
+        deepest
+    )
     x = layers.ConvNormAct(self.features[-1], norm=self.norm, dtype=self.dtype, name="head")(x)
     x = jax.image.resize(x, (batch, height, width, x.shape[-1]), method="bilinear")
     return self.outputs(x, deepest)

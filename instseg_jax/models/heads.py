@@ -28,6 +28,7 @@ class InstanceHeads(nn.Module):
     remat: recompute the context sweeps in the backward pass.
     position_encoding: one of layers.POSITION_ENCODINGS, added to the embedding.
   """
+
   embedding_dim: int
   num_classes: int
   context_features: int = 0
@@ -38,18 +39,18 @@ class InstanceHeads(nn.Module):
 
   @nn.compact
   def __call__(self, features: jax.Array) -> dict[str, jax.Array]:
-    semantic = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype,
-                       name="semantic")(features)
+    semantic = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="semantic")(features)
     if self.context_features:
-      context = renet.ReNetLayer(self.context_features, self.cell, self.remat,
-                                 dtype=self.dtype, name="context")(features)
+      context = renet.ReNetLayer(
+          self.context_features, self.cell, self.remat, dtype=self.dtype, name="context"
+      )(features)
       features = jnp.concatenate([features, context.astype(features.dtype)], axis=-1)
-    embedding = nn.Conv(self.embedding_dim, (1, 1), dtype=self.dtype,
-                        name="embedding")(features).astype(jnp.float32)
+    embedding = nn.Conv(self.embedding_dim, (1, 1), dtype=self.dtype, name="embedding")(
+        features
+    ).astype(jnp.float32)
     if self.position_encoding != "none":
       _, height, width, dim = embedding.shape
-      embedding = embedding + layers.position_encoding(
-          self.position_encoding, height, width, dim)
+      embedding = embedding + layers.position_encoding(self.position_encoding, height, width, dim)
     return {"embedding": embedding, "semantic_logits": semantic.astype(jnp.float32)}
 
 
@@ -58,6 +59,7 @@ class CounterHead(nn.Module):
 
   Two ConvNormAct layers, global average pooling, one linear unit, sigmoid.
   """
+
   features: int
   norm: str = "group"
   dtype: Any = jnp.float32

@@ -26,6 +26,7 @@ class Affine(nn.Module):
   statistics are frozen and folded in, so torch ResNet weights load into it
   exactly; trained from scratch it is a plain learned affine.
   """
+
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -45,6 +46,7 @@ class GroupNorm(nn.Module):
   (B, H, W, G, C/G) view in two passes and normalises in a third; on CPU this
   form costs half as much, forward and backward.
   """
+
   num_groups: int
   epsilon: float = 1e-6
   dtype: Any = jnp.float32
@@ -67,8 +69,9 @@ class GroupNorm(nn.Module):
     mul = per_channel(inv) * scale
     add = bias - per_channel(mean) * mul
     shape = (batch,) + (1,) * (x.ndim - 2) + (channels,)
-    return (x * mul.reshape(shape).astype(self.dtype)
-            + add.reshape(shape).astype(self.dtype)).astype(self.dtype)
+    return (
+        x * mul.reshape(shape).astype(self.dtype) + add.reshape(shape).astype(self.dtype)
+    ).astype(self.dtype)
 
 
 def norm_layer(norm: str, features: int, *, dtype: Any, name: str | None = None) -> nn.Module:
@@ -86,6 +89,7 @@ class ConvNormAct(nn.Module):
   function of its parameters (no batch_stats to sync across devices or to
   carry in the train state), and small per-device batches do not hurt it.
   """
+
   features: int
   kernel_size: int = 3
   dilation: int = 1
@@ -94,8 +98,13 @@ class ConvNormAct(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = nn.Conv(self.features, (self.kernel_size, self.kernel_size),
-                kernel_dilation=self.dilation, use_bias=False, dtype=self.dtype)(x)
+    x = nn.Conv(
+        self.features,
+        (self.kernel_size, self.kernel_size),
+        kernel_dilation=self.dilation,
+        use_bias=False,
+        dtype=self.dtype,
+    )(x)
     x = norm_layer(self.norm, self.features, dtype=self.dtype)(x)
     return nn.relu(x)
 
@@ -107,6 +116,7 @@ class CBAM(nn.Module):
     reduction: the channel MLP's bottleneck is features // reduction wide.
     kernel_size: of the convolution over the pooled [mean, max] channel maps.
   """
+
   reduction: int = 16
   kernel_size: int = 7
   dtype: Any = jnp.float32
@@ -120,15 +130,16 @@ class CBAM(nn.Module):
     pooled_avg = jnp.mean(x, axis=(1, 2), keepdims=True)
     pooled_max = jnp.max(x, axis=(1, 2), keepdims=True)
     x = x * nn.sigmoid(mlp(pooled_avg) + mlp(pooled_max))
-    maps = jnp.concatenate([jnp.mean(x, axis=-1, keepdims=True),
-                            jnp.max(x, axis=-1, keepdims=True)], axis=-1)
-    gate = nn.Conv(1, (self.kernel_size, self.kernel_size), dtype=self.dtype,
-                   name="spatial")(maps)
+    maps = jnp.concatenate(
+        [jnp.mean(x, axis=-1, keepdims=True), jnp.max(x, axis=-1, keepdims=True)], axis=-1
+    )
+    gate = nn.Conv(1, (self.kernel_size, self.kernel_size), dtype=self.dtype, name="spatial")(maps)
     return x * nn.sigmoid(gate)
 
 
 class DoubleConv(nn.Module):
   """Two ConvNormAct layers, optionally followed by CBAM: the unit of every UNet stage."""
+
   features: int
   norm: str = "group"
   attention: bool = False
@@ -152,14 +163,14 @@ class Upsample2x(nn.Module):
   zero-dilated input, which does four times the work; with nn.max_pool's
   gradient it made a UNet train step 25-45% slower (benchmarks/model_bench.py).
   """
+
   features: int
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     batch, height, width, channels = x.shape
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (2, 2, channels, self.features))
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (2, 2, channels, self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     kernel = kernel[::-1, ::-1].astype(self.dtype)
     y = jnp.einsum("bhwc,ijco->bhiwjo", x.astype(self.dtype), kernel)
@@ -184,8 +195,7 @@ def max_pool_2x2_with_indices(x: jax.Array) -> tuple[jax.Array, jax.Array]:
   """
   batch, height, width, channels = x.shape
   windows = x.reshape(batch, height // 2, 2, width // 2, 2, channels)
-  windows = windows.transpose(0, 1, 3, 5, 2, 4).reshape(
-      batch, height // 2, width // 2, channels, 4)
+  windows = windows.transpose(0, 1, 3, 5, 2, 4).reshape(batch, height // 2, width // 2, channels, 4)
   indices = jnp.argmax(windows, axis=-1).astype(jnp.int32)
   return jnp.max(windows, axis=-1), indices
 
@@ -198,8 +208,7 @@ def unpool_2x2(x: jax.Array, indices: jax.Array) -> jax.Array:
   return placed.reshape(batch, 2 * height, 2 * width, channels)
 
 
-def coordinate_channels(batch: int, height: int, width: int, dtype: Any = jnp.float32
-                        ) -> jax.Array:
+def coordinate_channels(batch: int, height: int, width: int, dtype: Any = jnp.float32) -> jax.Array:
   """CoordConv channels (Liu et al. 2018): y, x in [-1, 1] and the radius r in [0, 1].
 
   Returns:
@@ -208,7 +217,7 @@ def coordinate_channels(batch: int, height: int, width: int, dtype: Any = jnp.fl
   y = jnp.linspace(-1.0, 1.0, height, dtype=jnp.float32)
   x = jnp.linspace(-1.0, 1.0, width, dtype=jnp.float32)
   yy, xx = jnp.meshgrid(y, x, indexing="ij")
-  r = jnp.sqrt(yy ** 2 + xx ** 2) / jnp.sqrt(2.0)
+  r = jnp.sqrt(yy**2 + xx**2) / jnp.sqrt(2.0)
   coords = jnp.stack([yy, xx, r], axis=-1).astype(dtype)
   return jnp.broadcast_to(coords, (batch, height, width, 3))
 
@@ -239,8 +248,9 @@ def position_encoding(kind: str, height: int, width: int, dim: int) -> jax.Array
     if kind == "xy":
       coords = coordinate_channels(1, height, width)[0, ..., :2]
     else:
-      yy, xx = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32),
-                            jnp.arange(width, dtype=jnp.float32), indexing="ij")
+      yy, xx = jnp.meshgrid(
+          jnp.arange(height, dtype=jnp.float32), jnp.arange(width, dtype=jnp.float32), indexing="ij"
+      )
       coords = jnp.stack([yy, xx], axis=-1) / PIXELS_PER_UNIT
     return jnp.pad(coords[..., :dim], ((0, 0), (0, 0), (0, max(dim - 2, 0))))
   maps = []

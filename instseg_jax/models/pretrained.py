@@ -35,23 +35,30 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise ImportError("reading pretrained weights needs torch (pip install torch); "
-                      f"it is only used to read {path}") from e
+    raise ImportError(
+        "reading pretrained weights needs torch (pip install torch); "
+        f"it is only used to read {path}"
+    ) from e
   if not os.path.isfile(path):
     raise ValueError(f"no such file: {path}")
   try:
     loaded = torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:  # torch raises UnpicklingError, RuntimeError, ... by content
-    raise ValueError(f"{path} is not a plain state_dict readable with "
-                     f"torch.load(weights_only=True): {e}") from e
+    raise ValueError(
+        f"{path} is not a plain state_dict readable with " f"torch.load(weights_only=True): {e}"
+    ) from e
   if not isinstance(loaded, Mapping):
-    raise ValueError(f"{path} holds a {type(loaded).__name__}, not a state_dict "
-                     "(a mapping of parameter names to tensors); save model.state_dict()")
+    raise ValueError(
+        f"{path} holds a {type(loaded).__name__}, not a state_dict "
+        "(a mapping of parameter names to tensors); save model.state_dict()"
+    )
   state = {}
   for name, value in loaded.items():
     if not isinstance(name, str) or not isinstance(value, torch.Tensor):
-      raise ValueError(f"{path} is not a plain state_dict: entry {name!r} is a "
-                       f"{type(value).__name__}, not a tensor")
+      raise ValueError(
+          f"{path} is not a plain state_dict: entry {name!r} is a "
+          f"{type(value).__name__}, not a tensor"
+      )
     state[name] = value.detach().to(torch.float32).numpy()
   return state
 
@@ -67,8 +74,9 @@ def _conv_kernel(weight: np.ndarray) -> np.ndarray:
   return np.transpose(weight, (2, 3, 1, 0))
 
 
-def vgg16_encoder_params(state: Mapping[str, np.ndarray], *, num_blocks: int = 3
-                         ) -> dict[str, dict[str, np.ndarray]]:
+def vgg16_encoder_params(
+    state: Mapping[str, np.ndarray], *, num_blocks: int = 3
+) -> dict[str, dict[str, np.ndarray]]:
   """Maps a torchvision VGG-16 state_dict onto `vgg.VGGEncoder` parameters.
 
   Args:
@@ -95,15 +103,17 @@ def vgg16_encoder_params(state: Mapping[str, np.ndarray], *, num_blocks: int = 3
   return params
 
 
-def _frozen_batchnorm(state: Mapping[str, np.ndarray], prefix: str, eps: float
-                      ) -> dict[str, np.ndarray]:
+def _frozen_batchnorm(
+    state: Mapping[str, np.ndarray], prefix: str, eps: float
+) -> dict[str, np.ndarray]:
   scale = _take(state, f"{prefix}.weight") / np.sqrt(_take(state, f"{prefix}.running_var") + eps)
   bias = _take(state, f"{prefix}.bias") - _take(state, f"{prefix}.running_mean") * scale
   return {"scale": scale.astype(np.float32), "bias": bias.astype(np.float32)}
 
 
-def resnet_encoder_params(state: Mapping[str, np.ndarray], *, blocks: Sequence[int],
-                          eps: float = 1e-5) -> dict[str, Any]:
+def resnet_encoder_params(
+    state: Mapping[str, np.ndarray], *, blocks: Sequence[int], eps: float = 1e-5
+) -> dict[str, Any]:
   """Maps a torchvision ResNet-18/34 state_dict onto `resnet.ResNetEncoder` (norm "affine").
 
   Args:
@@ -125,15 +135,15 @@ def resnet_encoder_params(state: Mapping[str, np.ndarray], *, blocks: Sequence[i
           "norm2": _frozen_batchnorm(state, f"{prefix}.bn2", eps),
       }
       if f"{prefix}.downsample.0.weight" in state:
-        entry["downsample_conv"] = {
-            "kernel": _conv_kernel(state[f"{prefix}.downsample.0.weight"])}
+        entry["downsample_conv"] = {"kernel": _conv_kernel(state[f"{prefix}.downsample.0.weight"])}
         entry["downsample_norm"] = _frozen_batchnorm(state, f"{prefix}.downsample.1", eps)
       params[f"stage{stage}_block{block}"] = entry
   return params
 
 
-def merge_pretrained(params: Params, pretrained: Params, *, at: Sequence[str] = ("encoder",)
-                     ) -> dict[str, Any]:
+def merge_pretrained(
+    params: Params, pretrained: Params, *, at: Sequence[str] = ("encoder",)
+) -> dict[str, Any]:
   """A copy of `params` with the subtree at `at` overwritten by `pretrained`.
 
   Every leaf of `pretrained` must exist in `params` with the same shape; leaves
@@ -142,32 +152,39 @@ def merge_pretrained(params: Params, pretrained: Params, *, at: Sequence[str] = 
   Raises:
     ValueError: naming the first pretrained leaf that is missing or whose shape differs.
   """
+
   def merge(target, source, path):
     if not isinstance(target, Mapping):
-      raise ValueError(f"pretrained weights do not fit: {'/'.join(path)} is a leaf of "
-                       "the model, not a module")
+      raise ValueError(
+          f"pretrained weights do not fit: {'/'.join(path)} is a leaf of " "the model, not a module"
+      )
     merged = dict(target)
     for key, value in source.items():
       where = path + (key,)
       if key not in target:
-        raise ValueError(f"pretrained weights do not fit: the model has no "
-                         f"{'/'.join(where)} (it has {sorted(target)})")
+        raise ValueError(
+            f"pretrained weights do not fit: the model has no "
+            f"{'/'.join(where)} (it has {sorted(target)})"
+        )
       if isinstance(value, Mapping):
         merged[key] = merge(target[key], value, where)
         continue
       old = target[key]
       if isinstance(old, Mapping) or tuple(old.shape) != tuple(np.shape(value)):
         got = "a module" if isinstance(old, Mapping) else f"shape {tuple(old.shape)}"
-        raise ValueError(f"pretrained weights do not fit: {'/'.join(where)} has {got} in "
-                         f"the model but {tuple(np.shape(value))} in the file")
+        raise ValueError(
+            f"pretrained weights do not fit: {'/'.join(where)} has {got} in "
+            f"the model but {tuple(np.shape(value))} in the file"
+        )
       merged[key] = jnp.asarray(value, dtype=old.dtype)
     return merged
 
   subtree = params
   for i, key in enumerate(at):
     if not isinstance(subtree, Mapping) or key not in subtree:
-      raise ValueError(f"pretrained weights do not fit: the model has no "
-                       f"{'/'.join(at[:i + 1])}")
+      raise ValueError(
+          f"pretrained weights do not fit: the model has no " f"{'/'.join(at[:i + 1])}"
+      )
     subtree = subtree[key]
   merged_subtree = merge(subtree, pretrained, tuple(at))
 
@@ -183,16 +200,21 @@ def _encoder_params(config: ml_collections.ConfigDict, path: str) -> Params:
   name = config.model.name
   # The model is checked before the file is read: a wrong model is the likelier mistake.
   if name not in ("reseg", "deeplabv3"):
-    raise ValueError(f"config.model.pretrained is set but model {name!r} has no pretrained "
-                     "encoder; reseg (VGG-16) and deeplabv3 (ResNet-18/34) have")
+    raise ValueError(
+        f"config.model.pretrained is set but model {name!r} has no pretrained "
+        "encoder; reseg (VGG-16) and deeplabv3 (ResNet-18/34) have"
+    )
   if name == "deeplabv3" and config.model.norm != "affine":
-    raise ValueError("ResNet weights carry BatchNorm statistics that only fold into "
-                     f"config.model.norm='affine', not {config.model.norm!r}")
+    raise ValueError(
+        "ResNet weights carry BatchNorm statistics that only fold into "
+        f"config.model.norm='affine', not {config.model.norm!r}"
+    )
   state = load_state_dict(path)
   if name == "reseg":
     return vgg16_encoder_params(state, num_blocks=len(config.model.features) - 1)
   return resnet_encoder_params(
-      state, blocks=tuple(config.model.resnet_blocks)[:len(config.model.features)])
+      state, blocks=tuple(config.model.resnet_blocks)[: len(config.model.features)]
+  )
 
 
 def load_pretrained(params: Params, config: ml_collections.ConfigDict) -> Params:

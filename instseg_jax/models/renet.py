@@ -69,6 +69,7 @@ def initial_carry(cell: str, num_sequences: int, hidden: int) -> Carry:
 
 class _Step(nn.Module):
   """The scan body: one position of both directions."""
+
   cell: str
   hidden: int
   dtype: Any = jnp.float32
@@ -94,6 +95,7 @@ class BiSweep(nn.Module):
       storing them; only the carries are kept.
     dtype: compute dtype of the matmuls; the recurrent state stays float32.
   """
+
   hidden: int
   cell: str = "lstm"
   remat: bool = False
@@ -109,10 +111,17 @@ class BiSweep(nn.Module):
     # Time-major, directions stacked; the backward direction reads the sequence reversed.
     gates = jnp.stack([gates[:, :, 0], gates[:, ::-1, 1]], axis=0).transpose(2, 0, 1, 3)
     step = nn.remat(_Step, prevent_cse=False) if self.remat else _Step
-    scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False},
-                   in_axes=0, out_axes=0, length=length)
+    scan = nn.scan(
+        step,
+        variable_broadcast="params",
+        split_rngs={"params": False},
+        in_axes=0,
+        out_axes=0,
+        length=length,
+    )
     _, hs = scan(self.cell, self.hidden, dtype=self.dtype, name="step")(
-        initial_carry(self.cell, num_seq, self.hidden), gates)
+        initial_carry(self.cell, num_seq, self.hidden), gates
+    )
     out = jnp.concatenate([hs[:, 0], hs[::-1, 1]], axis=-1)  # (L, N, 2H)
     return out.transpose(1, 0, 2)
 
@@ -122,6 +131,7 @@ class ReNetLayer(nn.Module):
 
   Maps (B, H, W, C) to (B, H, W, 2 * hidden).
   """
+
   hidden: int
   cell: str = "lstm"
   remat: bool = False

@@ -19,6 +19,7 @@ class ReSeg(base.SegmentationModel):
   climbs back one level at a time: a 2x2 transposed convolution, the encoder
   block of that level concatenated, a ConvNormAct.
   """
+
   num_renet_layers: int = 2
 
   @property
@@ -29,14 +30,17 @@ class ReSeg(base.SegmentationModel):
   def __call__(self, images: jax.Array) -> dict[str, jax.Array]:
     """Maps images (B,H,W,C) to the output dict at (B,H,W)."""
     if len(self.features) < 2:
-      raise ValueError(f"ReSeg needs at least one VGG block and the ReNet width, got "
-                       f"features={tuple(self.features)}")
+      raise ValueError(
+          f"ReSeg needs at least one VGG block and the ReNet width, got "
+          f"features={tuple(self.features)}"
+      )
     widths = tuple(self.features[:-1])
     skips = vgg.VGGEncoder(widths, dtype=self.dtype, name="encoder")(self.prepare_input(images))
     x = layers.max_pool_2x2(skips[-1])
     for i in range(self.num_renet_layers):
-      x = renet.ReNetLayer(self.features[-1], self.cell, self.remat, dtype=self.dtype,
-                           name=f"renet_{i}")(x)
+      x = renet.ReNetLayer(
+          self.features[-1], self.cell, self.remat, dtype=self.dtype, name=f"renet_{i}"
+      )(x)
     deepest = x
     for depth in reversed(range(len(widths))):
       x = nn.relu(layers.Upsample2x(widths[depth], dtype=self.dtype, name=f"upsample_{depth}")(x))

@@ -25,10 +25,13 @@ class SegNet(base.SegmentationModel):
   def __call__(self, images: jax.Array) -> dict[str, jax.Array]:
     """Maps images (B,H,W,C) to the output dict at (B,H,W)."""
     if len(self.features) > len(vgg.VGG16_CONVS):
-      raise ValueError(f"SegNet has at most {len(vgg.VGG16_CONVS)} levels, got "
-                       f"features={tuple(self.features)}")
-    conv = lambda width, name: layers.ConvNormAct(width, norm=self.norm, dtype=self.dtype,
-                                                  name=name)
+      raise ValueError(
+          f"SegNet has at most {len(vgg.VGG16_CONVS)} levels, got "
+          f"features={tuple(self.features)}"
+      )
+    conv = lambda width, name: layers.ConvNormAct(
+        width, norm=self.norm, dtype=self.dtype, name=name
+    )
     x = self.prepare_input(images)
     indices = []
     for level, width in enumerate(self.features):

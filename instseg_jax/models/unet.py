@@ -18,6 +18,7 @@ class UNet(base.SegmentationModel):
   Attributes:
     attention: put CBAM after every stage (UNet-CBAM).
   """
+
   attention: bool = False
 
   @property
@@ -29,7 +30,8 @@ class UNet(base.SegmentationModel):
     """Maps images (B,H,W,C) to the output dict at (B,H,W)."""
     x = self.prepare_input(images)
     stage = lambda width, name: layers.DoubleConv(
-        width, norm=self.norm, attention=self.attention, dtype=self.dtype, name=name)
+        width, norm=self.norm, attention=self.attention, dtype=self.dtype, name=name
+    )
     skips = []
     for depth, width in enumerate(self.features):
       x = stage(width, f"down_{depth}")(x)
@@ -46,4 +48,5 @@ class UNet(base.SegmentationModel):
 
 class UNetCBAM(UNet):
   """UNet with convolutional block attention after every stage."""
+
   attention: bool = True

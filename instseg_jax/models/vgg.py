@@ -24,6 +24,7 @@ class VGGEncoder(nn.Module):
     The output of every block, before its pooling, at 1, 1/2, 1/4, ... of the
     input resolution.
   """
+
   widths: Sequence[int] = VGG16_WIDTHS[:3]
   dtype: Any = jnp.float32
 
@@ -36,7 +37,14 @@ class VGGEncoder(nn.Module):
       if block:
         x = layers.max_pool_2x2(x)
       for conv in range(convs):
-        x = nn.relu(nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                            name=f"block{block}_conv{conv}")(x))
+        x = nn.relu(
+            nn.Conv(
+                width,
+                (3, 3),
+                padding=((1, 1), (1, 1)),
+                dtype=self.dtype,
+                name=f"block{block}_conv{conv}",
+            )(x)
+        )
       outputs.append(x)
     return outputs

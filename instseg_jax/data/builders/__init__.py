@@ -21,7 +21,6 @@ from instseg_jax.data.builders.voc import Voc, VocConfig
 from instseg_jax.data.builders import base
 
 
-
 class _QuietTfdsNotices(logging.Filter):
   """Drops two TFDS notices that tell users of this library nothing useful.
 
@@ -93,9 +92,7 @@ def get_builder(
     DataError: a folder builder without `manual_dir`.
   """
   if name not in BUILDERS:
-    raise ValueError(
-        f"Unknown data set {name!r}; known: {sorted(BUILDERS)}."
-    )
+    raise ValueError(f"Unknown data set {name!r}; known: {sorted(BUILDERS)}.")
   cls = BUILDERS[name]
   if issubclass(cls, FolderBuilder):
     config = base.keyed_config(
@@ -104,7 +101,8 @@ def get_builder(
         manual_dir=manual_dir,
         validation_fraction=validation_fraction,
         skip_bad_examples=skip_bad_examples,
-        data_dir=data_dir or os.environ.get("TFDS_DATA_DIR")
+        data_dir=data_dir
+        or os.environ.get("TFDS_DATA_DIR")
         or os.path.expanduser("~/tensorflow_datasets"),
     )
     manual_dir = config.manual_dir

@@ -87,9 +87,7 @@ class Decoded:
   num_instances: int
 
 
-def holdout(
-    sources: Sequence[Source], fraction: float
-) -> dict[str, list[Source]]:
+def holdout(sources: Sequence[Source], fraction: float) -> dict[str, list[Source]]:
   """Splits sources into "train" and a deterministic "validation" part.
 
   The validation part is the round(fraction * n) sources (at least one, at
@@ -108,9 +106,7 @@ def holdout(
   }
 
 
-def read_instance_example(
-    source: Source, *, foreground: str | None = None
-) -> Decoded:
+def read_instance_example(source: Source, *, foreground: str | None = None) -> Decoded:
   """Reads an image and an instance label map; semantic = instances > 0.
 
   Without a label file (unlabelled test data) the instances are all 0 and the
@@ -157,19 +153,19 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(
-                shape=(None, None, 3), encoding_format="png"
-            ),
-            "instances": tfds.features.Tensor(
-                shape=(None, None), dtype=np.uint16, encoding="zlib"
-            ),
-            "semantic": tfds.features.Tensor(
-                shape=(None, None), dtype=np.uint16, encoding="zlib"
-            ),
-            "id": tfds.features.Text(),
-            "file_name": tfds.features.Text(),
-        }),
+        features=tfds.features.FeaturesDict(
+            {
+                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
+                "instances": tfds.features.Tensor(
+                    shape=(None, None), dtype=np.uint16, encoding="zlib"
+                ),
+                "semantic": tfds.features.Tensor(
+                    shape=(None, None), dtype=np.uint16, encoding="zlib"
+                ),
+                "id": tfds.features.Text(),
+                "file_name": tfds.features.Text(),
+            }
+        ),
         disable_shuffling=True,
         homepage=self.HOMEPAGE,
         metadata=tfds.core.MetadataDict(),
@@ -210,8 +206,7 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder):
     metadata["splits"] = {}
     splits = {k: v for k, v in self.find_sources(root).items() if v}
     if not splits:
-      raise DataError(f"{root}: no examples found.\n"
-                      f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+      raise DataError(f"{root}: no examples found.\n" f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
     return {
         split: self._generate_examples(split=split, sources=sources, root=root)
         for split, sources in splits.items()
@@ -242,8 +237,7 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder):
           "instances": decoded.instances,
           "semantic": decoded.semantic,
           "id": source.id,
-          "file_name": os.path.relpath(source.image, root).replace(
-              os.sep, "/"),
+          "file_name": os.path.relpath(source.image, root).replace(os.sep, "/"),
       }
       key += 1
     if key == 0:
@@ -254,8 +248,10 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder):
       )
     if stats["skipped"]:
       logging.warning(
-          "%s: skipped %d bad examples of split %s (config.data."
-          "skip_bad_examples=True)", self.name, len(stats["skipped"]), split,
+          "%s: skipped %d bad examples of split %s (config.data." "skip_bad_examples=True)",
+          self.name,
+          len(stats["skipped"]),
+          split,
       )
 
 
@@ -271,8 +267,7 @@ def resolve_config(
     config = cls.DEFAULT_BUILDER_CONFIG_NAME or cls.BUILDER_CONFIGS[0].name
   if config not in configs:
     raise ValueError(
-        f"Unknown builder config {config!r} of {cls.__name__}; known: "
-        f"{sorted(configs)}."
+        f"Unknown builder config {config!r} of {cls.__name__}; known: " f"{sorted(configs)}."
     )
   return configs[config]
 
@@ -288,8 +283,10 @@ def folder_fingerprint(root: str, *, exclude: Sequence[str] = ()) -> str:
   digest = hashlib.sha1()
   for folder, subfolders, names in os.walk(root, followlinks=True):
     subfolders[:] = sorted(
-        d for d in subfolders if not d.startswith(".")
-        and os.path.realpath(os.path.join(folder, d)) not in excluded)
+        d
+        for d in subfolders
+        if not d.startswith(".") and os.path.realpath(os.path.join(folder, d)) not in excluded
+    )
     for name in sorted(n for n in names if not n.startswith(".")):
       path = os.path.join(folder, name)
       try:
@@ -344,12 +341,10 @@ def keyed_config(
         f"data set {cls.name!r} reads files you download yourself; set "
         f"--config.data.manual_dir=DIR.\n{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}"
     )
-  key = {"manual_dir": keyed.manual_dir,
-         "skip_bad_examples": keyed.skip_bad_examples}
+  key = {"manual_dir": keyed.manual_dir, "skip_bad_examples": keyed.skip_bad_examples}
   if os.path.isdir(keyed.manual_dir):
     # A missing folder is reported by the build, with the config field to fix.
-    key["files"] = folder_fingerprint(keyed.manual_dir,
-                                      exclude=[data_dir] if data_dir else [])
+    key["files"] = folder_fingerprint(keyed.manual_dir, exclude=[data_dir] if data_dir else [])
   if cls.USES_HOLDOUT:
     key["validation_fraction"] = keyed.validation_fraction
   digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()

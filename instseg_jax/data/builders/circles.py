@@ -57,9 +57,7 @@ class CirclesConfig(tfds.core.BuilderConfig):
   seed: int = 0
 
 
-def render_example(
-    config: CirclesConfig, *, split: str, index: int
-) -> dict[str, np.ndarray]:
+def render_example(config: CirclesConfig, *, split: str, index: int) -> dict[str, np.ndarray]:
   """Draws one example; a pure function of (config.seed, split, index).
 
   Returns:
@@ -91,9 +89,9 @@ def render_example(
     d2 = ((yy[mask] - cy) ** 2 + (xx[mask] - cx) ** 2) / (r * r)
     # Slight shading toward the rim gives the net a cue besides flat grey.
     intensity[mask] = grey * (1.0 - 0.15 * d2)
-  image = intensity[..., None] + rng.normal(
-      0.0, config.noise_std, (height, width, 3)
-  ).astype(np.float32)
+  image = intensity[..., None] + rng.normal(0.0, config.noise_std, (height, width, 3)).astype(
+      np.float32
+  )
   image = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
   return {
       "image": image,
@@ -153,18 +151,18 @@ class Circles(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     height, width = self.builder_config.image_size
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(
-                shape=(height, width, 3), encoding_format="png"
-            ),
-            "instances": tfds.features.Tensor(
-                shape=(height, width), dtype=np.uint16, encoding="zlib"
-            ),
-            "semantic": tfds.features.Tensor(
-                shape=(height, width), dtype=np.uint8, encoding="zlib"
-            ),
-            "id": tfds.features.Text(),
-        }),
+        features=tfds.features.FeaturesDict(
+            {
+                "image": tfds.features.Image(shape=(height, width, 3), encoding_format="png"),
+                "instances": tfds.features.Tensor(
+                    shape=(height, width), dtype=np.uint16, encoding="zlib"
+                ),
+                "semantic": tfds.features.Tensor(
+                    shape=(height, width), dtype=np.uint8, encoding="zlib"
+                ),
+                "id": tfds.features.Text(),
+            }
+        ),
         # Record i of a split is example i, so "index" and "id" agree.
         disable_shuffling=True,
         homepage="https://arxiv.org/abs/1708.02551",

@@ -26,8 +26,17 @@ from instseg_jax.data.builders.files import DataError
 
 # labelId -> class index of the 8 instance classes.
 INSTANCE_CLASSES = {24: 1, 25: 2, 26: 3, 27: 4, 28: 5, 31: 6, 32: 7, 33: 8}
-CLASS_NAMES = ("background", "person", "rider", "car", "truck", "bus",
-               "train", "motorcycle", "bicycle")
+CLASS_NAMES = (
+    "background",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
+)
 _IGNORED_LABEL_IDS = (0, 1, 2, 3, 29, 30)
 _SPLITS = {"train": "train", "validation": "val"}
 _IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -66,14 +75,14 @@ class Cityscapes(base.FolderBuilder):
           continue
         for name in files.list_files(city_dir, (_IMAGE_SUFFIX,)):
           stem = name[: -len(_IMAGE_SUFFIX)]
-          sources.append(base.Source(
-              id=f"{folder}/{city}/{stem}",
-              image=os.path.join(city_dir, name),
-              label=os.path.join(label_root, city,
-                                 f"{stem}_gtFine_instanceIds.png"),
-              extra=os.path.join(label_root, city,
-                                 f"{stem}_gtFine_labelIds.png"),
-          ))
+          sources.append(
+              base.Source(
+                  id=f"{folder}/{city}/{stem}",
+                  image=os.path.join(city_dir, name),
+                  label=os.path.join(label_root, city, f"{stem}_gtFine_instanceIds.png"),
+                  extra=os.path.join(label_root, city, f"{stem}_gtFine_labelIds.png"),
+              )
+          )
       splits[split] = sources
     if not any(splits.values()):
       raise DataError(

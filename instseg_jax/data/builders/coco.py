@@ -48,10 +48,8 @@ class Coco(base.FolderBuilder):
   and pass --config.data.manual_dir=DIR. Either split may be left out.
   """
   BUILDER_CONFIGS = [
-      CocoConfig(name="2017", description="COCO 2017 train / val.",
-                 year="2017"),
-      CocoConfig(name="2014", description="COCO 2014 train / val.",
-                 year="2014"),
+      CocoConfig(name="2017", description="COCO 2017 train / val.", year="2017"),
+      CocoConfig(name="2014", description="COCO 2014 train / val.", year="2014"),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "2017"
 
@@ -72,9 +70,7 @@ class Coco(base.FolderBuilder):
         with contextlib.redirect_stdout(io.StringIO()):
           api = coco_lib.COCO(path)
       except (OSError, ValueError, KeyError) as e:
-        raise DataError(
-            f"{path}: cannot read the annotations ({type(e).__name__}: {e})"
-        ) from None
+        raise DataError(f"{path}: cannot read the annotations ({type(e).__name__}: {e})") from None
       cats = sorted(api.loadCats(api.getCatIds()), key=lambda c: c["id"])
       if categories is None:
         categories = cats
@@ -93,9 +89,7 @@ class Coco(base.FolderBuilder):
           f"{root}: no annotations/instances_{{train,val}}{year}.json.\n"
           f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
       )
-    self.info.metadata["class_names"] = ["background"] + [
-        c["name"] for c in categories
-    ]
+    self.info.metadata["class_names"] = ["background"] + [c["name"] for c in categories]
     return splits
 
   def read(self, source: base.Source) -> base.Decoded:
@@ -124,13 +118,10 @@ class Coco(base.FolderBuilder):
         semantic[mask] = class_of[ann["category_id"]]
     except (KeyError, IndexError, TypeError, ValueError) as e:
       raise DataError(
-          f"{source.image}: bad annotation of image id {info['id']} "
-          f"({type(e).__name__}: {e})"
+          f"{source.image}: bad annotation of image id {info['id']} " f"({type(e).__name__}: {e})"
       ) from None
     ignore = crowd & (instances == 0)
-    instances, count = files.compact_instances(
-        instances, source.image, ignore=ignore
-    )
+    instances, count = files.compact_instances(instances, source.image, ignore=ignore)
     return base.Decoded(
         image=files.encoded_rgb(image, data, source.image),
         height=height,

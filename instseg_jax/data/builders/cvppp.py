@@ -54,14 +54,13 @@ class Cvppp(base.FolderBuilder):
   plantXXX_label.png files as --config.data.manual_dir=DIR.
   """
   BUILDER_CONFIGS = [
-      CvpppConfig(name="A1", description="A1: Arabidopsis, 500x530.",
-                  subsets=("A1",)),
+      CvpppConfig(name="A1", description="A1: Arabidopsis, 500x530.", subsets=("A1",)),
       CvpppConfig(name="A2", description="A2: Arabidopsis.", subsets=("A2",)),
       CvpppConfig(name="A3", description="A3: tobacco.", subsets=("A3",)),
-      CvpppConfig(name="A4", description="A4: Arabidopsis mutants.",
-                  subsets=("A4",)),
-      CvpppConfig(name="all", description="A1 to A5 together.",
-                  subsets=("A1", "A2", "A3", "A4", "A5")),
+      CvpppConfig(name="A4", description="A4: Arabidopsis mutants.", subsets=("A4",)),
+      CvpppConfig(
+          name="all", description="A1 to A5 together.", subsets=("A1", "A2", "A3", "A4", "A5")
+      ),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "A1"
 
@@ -70,25 +69,21 @@ class Cvppp(base.FolderBuilder):
     folders = _plant_folders(root)
     subsets = set(self.builder_config.subsets)
     used = [
-        f for f in folders
-        if f == root or not _SUBSET.match(os.path.basename(f))
-        or os.path.basename(f) in subsets
+        f
+        for f in folders
+        if f == root or not _SUBSET.match(os.path.basename(f)) or os.path.basename(f) in subsets
     ]
     if not used:
       found = sorted({os.path.basename(f) for f in folders})
       raise DataError(
           f"{root}: no *{_RGB_SUFFIX} files"
-          + (f" in the subsets {sorted(subsets)} (found {found})"
-             if found else "")
+          + (f" in the subsets {sorted(subsets)} (found {found})" if found else "")
           + f".\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
       )
     for folder in used:
       names = files.list_files(folder, (_RGB_SUFFIX,))
       stems = [n[: -len(_RGB_SUFFIX)] for n in names]
-      has_label = {
-          s: os.path.isfile(os.path.join(folder, f"{s}_label.png"))
-          for s in stems
-      }
+      has_label = {s: os.path.isfile(os.path.join(folder, f"{s}_label.png")) for s in stems}
       # A folder without any label file is test data; one with some labels
       # missing is a labelled folder with missing files (reported on read).
       target = labelled if any(has_label.values()) else unlabelled
@@ -96,23 +91,21 @@ class Cvppp(base.FolderBuilder):
         image = os.path.join(folder, stem + _RGB_SUFFIX)
         ident = os.path.relpath(os.path.join(folder, stem), root)
         fg = os.path.join(folder, f"{stem}_fg.png")
-        target.append(base.Source(
-            id=ident.replace(os.sep, "/"),
-            image=image,
-            label=os.path.join(folder, f"{stem}_label.png")
-            if target is labelled else None,
-            extra=fg if os.path.isfile(fg) else None,
-        ))
+        target.append(
+            base.Source(
+                id=ident.replace(os.sep, "/"),
+                image=image,
+                label=os.path.join(folder, f"{stem}_label.png") if target is labelled else None,
+                extra=fg if os.path.isfile(fg) else None,
+            )
+        )
     splits = base.holdout(labelled, self.builder_config.validation_fraction)
     splits["test"] = unlabelled
     return splits
 
   def read(self, source: base.Source) -> base.Decoded:
     if source.label is not None and not os.path.isfile(source.label):
-      raise DataError(
-          f"{source.image}: label file {os.path.basename(source.label)} is "
-          "missing"
-      )
+      raise DataError(f"{source.image}: label file {os.path.basename(source.label)} is " "missing")
     return base.read_instance_example(source, foreground=source.extra)
 
 

@@ -158,9 +158,7 @@ def compact_instances(
   ids = np.unique(instances)
   ids = ids[ids > 0]
   if ids.size >= STORED_IGNORE:
-    raise DataError(
-        f"{path}: {ids.size} instances; at most 65534 are supported"
-    )
+    raise DataError(f"{path}: {ids.size} instances; at most 65534 are supported")
   out = np.zeros(instances.shape, np.uint16)
   positive = instances > 0
   out[positive] = np.searchsorted(ids, instances[positive]) + 1
@@ -172,9 +170,7 @@ def compact_instances(
   return out, count
 
 
-def find_by_stem(
-    folder: str, stem: str, suffixes: Sequence[str] = LABEL_SUFFIXES
-) -> str | None:
+def find_by_stem(folder: str, stem: str, suffixes: Sequence[str] = LABEL_SUFFIXES) -> str | None:
   """The first file `folder/stem<suffix>` that exists, or None."""
   for suffix in suffixes:
     for candidate in (suffix, suffix.upper()):

@@ -25,8 +25,7 @@ from instseg_jax.data.builders import base
 from instseg_jax.data.builders import files
 from instseg_jax.data.builders.files import DataError
 
-_SPLIT_FOLDERS = {"train": "train", "validation": "validation",
-                  "val": "validation", "test": "test"}
+_SPLIT_FOLDERS = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
 
 
 @dataclasses.dataclass(eq=False)
@@ -60,17 +59,15 @@ class InstanceFolder(base.FolderBuilder):
     split_dirs = {
         _SPLIT_FOLDERS[d]: os.path.join(root, d)
         for d in sorted(os.listdir(root))
-        if d in _SPLIT_FOLDERS
-        and os.path.isdir(os.path.join(root, d, config.image_folder))
+        if d in _SPLIT_FOLDERS and os.path.isdir(os.path.join(root, d, config.image_folder))
     }
     if not split_dirs:
-      return base.holdout(
-          self._sources(root, root), config.validation_fraction
-      )
+      return base.holdout(self._sources(root, root), config.validation_fraction)
     splits = {s: self._sources(root, d) for s, d in split_dirs.items()}
     if "validation" not in splits:
-      splits.update(base.holdout(splits["train"], config.validation_fraction)
-                    if "train" in splits else {})
+      splits.update(
+          base.holdout(splits["train"], config.validation_fraction) if "train" in splits else {}
+      )
     return splits
 
   def _sources(self, root: str, folder: str) -> list[base.Source]:
@@ -85,37 +82,33 @@ class InstanceFolder(base.FolderBuilder):
       )
     names = files.list_files(image_dir, files.IMAGE_SUFFIXES)
     if not names:
-      raise DataError(
-          f"{image_dir}: no image files ({', '.join(files.IMAGE_SUFFIXES)})"
-      )
+      raise DataError(f"{image_dir}: no image files ({', '.join(files.IMAGE_SUFFIXES)})")
     labelled = os.path.isdir(label_dir)
     if not labelled and os.path.basename(folder) != "test":
       raise DataError(f"{label_dir}: folder not found")
     sources = []
     for name in names:
       stem = os.path.splitext(name)[0]
-      sources.append(base.Source(
-          id=os.path.relpath(os.path.join(folder, stem), root).replace(
-              os.sep, "/"),
-          image=os.path.join(image_dir, name),
-          # The label is looked up on read, so that a missing one is
-          # reported (or skipped) like any other bad file.
-          label=os.path.join(label_dir, stem) if labelled else None,
-      ))
+      sources.append(
+          base.Source(
+              id=os.path.relpath(os.path.join(folder, stem), root).replace(os.sep, "/"),
+              image=os.path.join(image_dir, name),
+              # The label is looked up on read, so that a missing one is
+              # reported (or skipped) like any other bad file.
+              label=os.path.join(label_dir, stem) if labelled else None,
+          )
+      )
     ids = [s.id for s in sources]
     if len(set(ids)) != len(ids):
       twice = sorted({i for i in ids if ids.count(i) > 1})
       raise DataError(
-          f"{image_dir}: several images share the stem of {twice[0]!r}; "
-          "stems must be unique"
+          f"{image_dir}: several images share the stem of {twice[0]!r}; " "stems must be unique"
       )
     return sources
 
   def read(self, source: base.Source) -> base.Decoded:
     if source.label is not None:
-      label = files.find_by_stem(
-          os.path.dirname(source.label), os.path.basename(source.label)
-      )
+      label = files.find_by_stem(os.path.dirname(source.label), os.path.basename(source.label))
       if label is None:
         raise DataError(
             f"{source.image}: label file missing; expected "

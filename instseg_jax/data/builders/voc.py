@@ -24,9 +24,27 @@ from instseg_jax.data.builders import files
 from instseg_jax.data.builders.files import DataError
 
 CLASS_NAMES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus",
-    "car", "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike",
-    "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 _VOID = 255
 _LISTS = {"train": "train.txt", "validation": "val.txt"}
@@ -66,9 +84,7 @@ class Voc(base.FolderBuilder):
           f"\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
       )
     object_dir = os.path.join(voc, "SegmentationObject")
-    annotated = [
-        os.path.splitext(n)[0] for n in files.list_files(object_dir, (".png",))
-    ]
+    annotated = [os.path.splitext(n)[0] for n in files.list_files(object_dir, (".png",))]
     if not annotated:
       raise DataError(f"{object_dir}: no .png files")
     list_dir = os.path.join(voc, "ImageSets", "Segmentation")
@@ -127,11 +143,13 @@ def _find_voc_root(root: str, year: str) -> str | None:
   """The folder holding JPEGImages/ and SegmentationObject/, near `root`."""
 
   def is_voc(folder: str) -> bool:
-    return all(os.path.isdir(os.path.join(folder, d))
-               for d in ("JPEGImages", "SegmentationObject"))
+    return all(os.path.isdir(os.path.join(folder, d)) for d in ("JPEGImages", "SegmentationObject"))
 
-  for folder in (root, os.path.join(root, f"VOC{year}"),
-                 os.path.join(root, "VOCdevkit", f"VOC{year}")):
+  for folder in (
+      root,
+      os.path.join(root, f"VOC{year}"),
+      os.path.join(root, "VOCdevkit", f"VOC{year}"),
+  ):
     if is_voc(folder):
       return folder
   for folder, dirs, _ in os.walk(root):
