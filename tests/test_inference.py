@@ -68,6 +68,18 @@ def _output(embedding, foreground):
   )
 
 
+def _plain_postprocess() -> inference.PostProcess:
+  """Mean shift at bandwidth 1 with nothing dropped or filled: what the tests vary from."""
+  return inference.PostProcess(
+      method="meanshift",
+      options={"bandwidth": 1.0},
+      fg_threshold=0.5,
+      min_size=0,
+      fill_unclustered=False,
+      max_instances=8,
+  )
+
+
 def _two_leaves_and_a_fragment():
   """Two 8x8 instances side by side; the right one has a 2x2 fragment of its own embedding."""
   embedding = np.zeros((8, 16, 2))
@@ -79,14 +91,7 @@ def _two_leaves_and_a_fragment():
 
 def test_fragments_are_dropped_or_given_to_their_nearest_instance():
   output = _two_leaves_and_a_fragment()
-  base = inference.PostProcess(
-      method="meanshift",
-      options={"bandwidth": 1.0},
-      fg_threshold=0.5,
-      min_size=0,
-      fill_unclustered=False,
-      max_instances=8,
-  )
+  base = _plain_postprocess()
   assert inference.apply_postprocess(output, base).labels.max() == 3
   dropped = inference.apply_postprocess(output, base.replace(min_size=5)).labels
   assert dropped.max() == 2 and not dropped[3:5, 11:13].any()
@@ -99,14 +104,7 @@ def test_tuning_can_maximize_a_matching_score():
   output = _two_leaves_and_a_fragment()
   truth = np.zeros((8, 16), np.int32)
   truth[:, :8], truth[:, 8:] = 1, 2
-  base = inference.PostProcess(
-      method="meanshift",
-      options={"bandwidth": 1.0},
-      fg_threshold=0.5,
-      min_size=0,
-      fill_unclustered=False,
-      max_instances=8,
-  )
+  base = _plain_postprocess()
   split = tune.score([output], [truth], base, matching=True)
   assert split["accuracy@0.5"] == pytest.approx(2 / 3)  # 2 matched, the fragment a false positive
   filled = tune.score(
@@ -308,14 +306,7 @@ def test_tuned_post_processing_is_stored_and_used_by_evaluate_and_export(folder_
 
 
 def test_coordinate_ascent_finds_the_best_of_a_separable_objective():
-  start = inference.PostProcess(
-      method="meanshift",
-      options={"bandwidth": 1.0},
-      fg_threshold=0.5,
-      min_size=0,
-      fill_unclustered=False,
-      max_instances=8,
-  )
+  start = _plain_postprocess()
   target = {"bandwidth": 1.5, "fg_threshold": 0.3, "min_size": 16}
   objective = lambda p: -(
       abs(p.options["bandwidth"] - 1.5) + abs(p.fg_threshold - 0.3) + abs(p.min_size - 16) / 100
