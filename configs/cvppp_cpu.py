@@ -13,11 +13,17 @@ post-processing; SBD 0.855, FBD 0.972, DiC -0.90, |DiC| 0.90 after --mode=tune (
 fg_threshold 0.6, min_size 32 and fill_unclustered on those same 20 plants). Short of the
 published 0.874-0.884: see README.md, "Results". Most of the gap is small leaves in the
 rosette's centre: the 43 leaves under 500 pixels score a best Dice of 0.49-0.60, 16 of them
-below 0.5; leaves over 2000 pixels score 0.92-0.96.
+below 0.5; leaves over 2000 pixels score 0.92-0.96. Of those 43, 16 are merged into a larger
+neighbour (their pixels are foreground, but under half of the instance they fall in is theirs),
+5 are split and 3 are missed as background.
 
 Tried the same days, scored the same way (tuned):
 - 1500 steps of 8 plants (1.55 s/step, 39 min): SBD 0.845, |DiC| 1.30 (untuned 0.840).
   Twice the updates on the same pixels is what the 4000 steps of 4 gain.
+- 6200 steps of 2 plants (0.54 s/step, 55 min 51 s): SBD 0.849, |DiC| 1.30 (untuned 0.848,
+  |DiC| 1.25): more, smaller steps gain nothing further.
+- The same with loss.push_weight 2.0 (against merged small leaves; 57 min 7 s): SBD 0.848,
+  |DiC| 1.25 (untuned 0.831, |DiC| 1.35); matching accuracy@0.5 0.834 against 0.81.
 - image_size (384, 384), 1700 steps of 4 (58 min): SBD 0.833, |DiC| 1.15 (fewer missed
   small leaves, worse boundaries).
 - size_mode "native" (256x256 crops at the plant's own scale, aug_foreground_crop 0.8), 2200

@@ -11,6 +11,8 @@ from typing import Any
 
 import ml_collections
 
+from instseg_jax.models import layers
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -67,6 +69,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.coord_conv = False  # append (y, x, r) coordinate channels to the input
   # Added to the embeddings: a key of models.layers.POSITION_ENCODINGS ("xy": semi-convolutional).
   config.model.position_encoding = "none"
+  # position_encoding "pixels": image pixels per embedding unit. Smaller: neighbours start
+  # further apart, and the network must pull the pixels of one object together over more units.
+  config.model.pixels_per_unit = layers.PIXELS_PER_UNIT
   # Units per direction of a bi-LSTM context sweep before the embedding head; 0 = off.
   config.model.context_features = 0
   config.model.cell = "lstm"  # recurrent cell of ReSeg and the context sweep: renet.GATES

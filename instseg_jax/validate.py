@@ -113,6 +113,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
   # A bandwidth of 0 gives degenerate labels, a negative side shrinks every image to one
   # pixel, and keeping no checkpoint leaves nothing to resume or evaluate.
   _at_least(config, "cluster.bandwidth", 0, strict=True)
+  _at_least(config, "model.pixels_per_unit", 0, strict=True)
   _at_least(config, "predict.max_side", 0)
   _at_least(config, "train.keep_checkpoints", 1)
   _at_least(config, "train.eval_every", 0)

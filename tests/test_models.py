@@ -208,6 +208,23 @@ def test_pixel_position_encoding_is_the_same_on_a_crop_and_the_whole_image():
   np.testing.assert_array_equal(whole[..., 2:], 0.0)
 
 
+def test_config_pixels_per_unit_sets_the_scale_of_the_pixel_encoding():
+  # Zero weights: the embedding is the position encoding alone.
+  config = tiny.get_config()
+  config.model.position_encoding = "pixels"
+  embeddings = {}
+  for pixels_per_unit in (32.0, 8.0):
+    config.model.pixels_per_unit = pixels_per_unit
+    model = models.create_model(config)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))
+    params = jax.tree.map(jnp.zeros_like, params)
+    embeddings[pixels_per_unit] = np.asarray(
+        model.apply(params, jnp.zeros((1, 16, 16, 3)))["embedding"]
+    )
+  np.testing.assert_allclose(embeddings[32.0][0, 8, 4, :2], (8 / 32, 4 / 32), atol=1e-6)
+  np.testing.assert_allclose(embeddings[8.0], 4 * embeddings[32.0], atol=1e-6)
+
+
 def _loop_sweep(params, x, cell):
   """The BiSweep by hand: a Python loop over positions, same weights."""
   hidden = params["step"]["kernel"].shape[1]

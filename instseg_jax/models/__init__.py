@@ -87,6 +87,7 @@ def create_model(config: ml_collections.ConfigDict) -> nn.Module:
       norm=cfg.norm,
       coord_conv=cfg.coord_conv,
       position_encoding=cfg.position_encoding,
+      pixels_per_unit=float(cfg.pixels_per_unit),
       context_features=cfg.context_features,
       cell=cfg.cell,
       remat=cfg.remat,

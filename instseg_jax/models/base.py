@@ -23,7 +23,8 @@ class SegmentationModel(nn.Module):
     norm: "group" (GroupNorm) or "affine" (per-channel scale and bias; what
       a pretrained BatchNorm becomes when frozen).
     coord_conv: append (y, x, r) coordinate channels to the input image.
-    position_encoding: "none", "xy" or "sine", added to the embedding.
+    position_encoding: a key of layers.POSITION_ENCODINGS, added to the embedding.
+    pixels_per_unit: position_encoding "pixels": image pixels per embedding unit.
     context_features: units per direction of the context ReNet layer before
       the embedding head; 0 = no context module.
     cell: "lstm" or "gru", for every recurrent sweep of the model.
@@ -38,6 +39,7 @@ class SegmentationModel(nn.Module):
   norm: str = "group"
   coord_conv: bool = False
   position_encoding: str = "none"
+  pixels_per_unit: float = layers.PIXELS_PER_UNIT
   context_features: int = 0
   cell: str = "lstm"
   remat: bool = False
@@ -60,6 +62,7 @@ class SegmentationModel(nn.Module):
         cell=self.cell,
         remat=self.remat,
         position_encoding=self.position_encoding,
+        pixels_per_unit=self.pixels_per_unit,
         dtype=self.dtype,
         name="heads",
     )(features)

@@ -27,6 +27,7 @@ class InstanceHeads(nn.Module):
     cell: "lstm" or "gru", for the context sweeps.
     remat: recompute the context sweeps in the backward pass.
     position_encoding: one of layers.POSITION_ENCODINGS, added to the embedding.
+    pixels_per_unit: position_encoding "pixels": image pixels per embedding unit.
   """
 
   embedding_dim: int
@@ -35,6 +36,7 @@ class InstanceHeads(nn.Module):
   cell: str = "lstm"
   remat: bool = False
   position_encoding: str = "none"
+  pixels_per_unit: float = layers.PIXELS_PER_UNIT
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -50,7 +52,9 @@ class InstanceHeads(nn.Module):
     ).astype(jnp.float32)
     if self.position_encoding != "none":
       _, height, width, dim = embedding.shape
-      embedding = embedding + layers.position_encoding(self.position_encoding, height, width, dim)
+      embedding = embedding + layers.position_encoding(
+          self.position_encoding, height, width, dim, self.pixels_per_unit
+      )
     return {"embedding": embedding, "semantic_logits": semantic.astype(jnp.float32)}
 
 

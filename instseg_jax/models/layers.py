@@ -223,12 +223,15 @@ def coordinate_channels(batch: int, height: int, width: int, dtype: Any = jnp.fl
 
 
 POSITION_ENCODINGS = ("none", "xy", "pixels", "sine")  # the kinds of `position_encoding`
-# "pixels": embedding units per pixel. 32 pixels per unit puts nuclei of 10-30 pixels within
-# the pull margin of their centre and nuclei a few diameters apart past the push margin.
+# "pixels": pixels per embedding unit, unless config.model.pixels_per_unit says otherwise. At 32,
+# nuclei of 10-30 pixels lie within the pull margin of their centre and nuclei a few diameters
+# apart past the push margin.
 PIXELS_PER_UNIT = 32.0
 
 
-def position_encoding(kind: str, height: int, width: int, dim: int) -> jax.Array:
+def position_encoding(
+    kind: str, height: int, width: int, dim: int, pixels_per_unit: float = PIXELS_PER_UNIT
+) -> jax.Array:
   """A fixed (H, W, dim) float32 map to add to the embeddings.
 
   "xy" puts y and x in [-1, 1] on the first two channels (the semi-convolutional
@@ -236,7 +239,7 @@ def position_encoding(kind: str, height: int, width: int, dim: int) -> jax.Array
   apart in embedding space). "sine" is the 2D sinusoidal encoding: the first
   dim - dim // 2 channels encode y, the rest x, as cosines then sines at
   wavelengths from twice the image size (so that one channel alone already
-  orders the pixels) down to 4 pixels. "pixels" is "xy" in units of PIXELS_PER_UNIT pixels from
+  orders the pixels) down to 4 pixels. "pixels" is "xy" in units of `pixels_per_unit` pixels from
   the top-left corner: unlike "xy" it does not depend on the image size, so a model trained on
   crops at the images' own scale ("native") sees the same encoding on a whole image. "none" is
   zeros.
@@ -251,7 +254,7 @@ def position_encoding(kind: str, height: int, width: int, dim: int) -> jax.Array
       yy, xx = jnp.meshgrid(
           jnp.arange(height, dtype=jnp.float32), jnp.arange(width, dtype=jnp.float32), indexing="ij"
       )
-      coords = jnp.stack([yy, xx], axis=-1) / PIXELS_PER_UNIT
+      coords = jnp.stack([yy, xx], axis=-1) / pixels_per_unit
     return jnp.pad(coords[..., :dim], ((0, 0), (0, 0), (0, max(dim - 2, 0))))
   maps = []
   for size, axis_len, axis in ((dim - dim // 2, height, 0), (dim // 2, width, 1)):  # "sine"
