@@ -35,6 +35,7 @@ def get_config():
   config.data.image_size = (256, 256)  # 530x500 plants, shrunk about 2x
   config.data.max_instances = 32  # A1 has 11-20 leaves per plant
   config.data.num_eval_images = 0  # the whole validation split
+  config.cluster.tune_split = "train"  # the validation plants stay unseen by tune too
   config.data.aug_max_degrees = 15.0  # rosettes have no up or down
   config.data.aug_scale_range = (0.8, 1.25)
   config.data.aug_saturation = 0.2

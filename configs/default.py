@@ -137,8 +137,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.cluster.fg_threshold = 0.5  # foreground probability above which a pixel is clustered
   config.cluster.fill_unclustered = False  # dropped fragments join their nearest instance
   config.cluster.flip_average = False  # foreground averaged over the image and two flips (3x)
+  config.cluster.largest_piece = False  # an instance keeps only its largest connected piece
   # evaluate/predict/export take bandwidth, threshold, sizes from WORKDIR/postprocess.json (tune).
   config.cluster.use_tuned = True
+  # The split --mode=tune chooses on ("" = data.eval_split). A score on the split tuned on is
+  # optimistic: recipes that report eval_split's scores tune on "train".
+  config.cluster.tune_split = ""
+  config.cluster.tune_images = 0  # the first N images of tune_split; 0 = data.num_eval_images
 
   config.predict = ml_collections.ConfigDict()
   config.predict.max_side = 2048  # size_mode "native": longer sides shrink to this; 0 = never

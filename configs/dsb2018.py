@@ -31,6 +31,9 @@ def get_config():
   # The largest image holds 375 nuclei; the limit is checked on whole images.
   config.data.max_instances = 384
   config.data.num_eval_images = 0  # the whole validation split
+  # Tune on the first 113 training images (as many as validation holds), not on validation.
+  config.cluster.tune_split = "train"
+  config.cluster.tune_images = 113
   config.data.aug_max_degrees = 15.0
   config.data.aug_scale_range = (0.75, 1.33)
   # Mixed modalities (dark fluorescence, stained tissue, brightfield) become one: bright nuclei

@@ -149,6 +149,8 @@ class PostProcess:
     max_instances: the most instances one image can hold.
     flip_average: the foreground probability is the mean over the image and its two flips
       (the network runs three times).
+    largest_piece: an instance split into pieces on the image's grid keeps only its largest
+      (4-connected) piece; the others become background.
   """
 
   method: str
@@ -158,6 +160,7 @@ class PostProcess:
   fill_unclustered: bool
   max_instances: int
   flip_average: bool = False
+  largest_piece: bool = False
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> PostProcess:
@@ -174,6 +177,7 @@ class PostProcess:
         fill_unclustered=bool(config.cluster.fill_unclustered),
         max_instances=int(config.data.max_instances),
         flip_average=bool(config.cluster.flip_average),
+        largest_piece=bool(config.cluster.largest_piece),
     )
 
   def replace(self, **changes) -> PostProcess:
@@ -324,6 +328,22 @@ def upsample_labels(labels: np.ndarray, foreground: np.ndarray) -> np.ndarray:
   return np.where(foreground, chosen, 0).astype(np.int32)
 
 
+def keep_largest_pieces(labels: np.ndarray) -> np.ndarray:
+  """Each instance of (H, W) labels reduced to its largest 4-connected piece; the rest -> 0.
+
+  A stray piece is most often a small neighbour the clustering merged into this instance, so
+  it counts against both; as background it counts against the neighbour only.
+  """
+  kept = np.zeros_like(labels)
+  for index, window in enumerate(ndimage.find_objects(labels), start=1):
+    if window is None:
+      continue
+    pieces, num_pieces = ndimage.label(labels[window] == index)
+    sizes = np.bincount(pieces.ravel(), minlength=num_pieces + 1)[1:]
+    kept[window][pieces == np.argmax(sizes) + 1] = index
+  return kept
+
+
 def apply_postprocess(output: NetworkOutput, postprocess: PostProcess) -> Segmentation:
   """Clusters one network output and brings the instances onto the image's own grid."""
   labels, capped = cluster_network_grid(output, postprocess)
@@ -334,6 +354,8 @@ def apply_postprocess(output: NetworkOutput, postprocess: PostProcess) -> Segmen
   if not postprocess.fill_unclustered:
     unclustered = (output.foreground > postprocess.fg_threshold) & (labels == 0)
     full[transforms.resize_labels(unclustered, size=shape)] = 0
+  if postprocess.largest_piece:
+    full = keep_largest_pieces(full)
   full, _ = transforms.renumber_instances(full)
   return Segmentation(
       labels=full,

@@ -1,14 +1,17 @@
-"""tune: chooses the post-processing on the eval split and stores it beside the checkpoints.
+"""tune: chooses the post-processing on a split and stores it beside the checkpoints.
 
     python -m instseg_jax.main --config=configs/cvppp_cpu.py --workdir=runs/cvppp_cpu --mode=tune
 
 The network runs once per image (and once more with flip averaging); the clustering bandwidth,
 the foreground threshold, the smallest instance kept, whether dropped fragments join their
-neighbours and whether the foreground is averaged over flips are then chosen one at a time
-(coordinate ascent, repeated until nothing changes) for the best config.eval.metric (mean SBD
-for leaves, pooled matching accuracy for nuclei), scored on each image's own grid. The choice
-is written to WORKDIR/postprocess.json, which evaluate, predict and export read (`with_tuned`)
-unless config.cluster.use_tuned is False; an exported bundle carries it in its config.
+neighbours, whether the foreground is averaged over flips and whether an instance keeps only
+its largest piece are then chosen one at a time (coordinate ascent, repeated until nothing
+changes) for the best config.eval.metric (mean SBD for leaves, pooled matching accuracy for
+nuclei), scored on each image's own grid. The images are those of config.cluster.tune_split
+(the eval split unless set): the recipes tune on their train split, so that the scores they
+report on the eval split come from images neither trained nor tuned on. The choice is written
+to WORKDIR/postprocess.json, which evaluate, predict and export read (`with_tuned`) unless
+config.cluster.use_tuned is False; an exported bundle carries it in its config.
 """
 
 import copy
@@ -41,6 +44,7 @@ def candidates(config: ml_collections.ConfigDict) -> dict[str, tuple]:
       "min_size": MIN_SIZES,
       "fill_unclustered": (False, True),
       "flip_average": (False, True),
+      "largest_piece": (False, True),
   }
   if "bandwidth" in cluster_lib.METHODS[config.cluster.method].options:
     bandwidth = float(config.cluster.bandwidth)
@@ -98,15 +102,26 @@ def tuned_fields(postprocess: inference.PostProcess, grid: dict[str, tuple]) -> 
       "min_size": postprocess.min_size,
       "fill_unclustered": postprocess.fill_unclustered,
       "flip_average": postprocess.flip_average,
+      "largest_piece": postprocess.largest_piece,
   }
   return {field: values[field] for field in grid}
 
 
+def tuning_view(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """config reading config.cluster.tune_split (and tune_images) where it reads the eval split."""
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    config.data.eval_split = config.cluster.tune_split or config.data.eval_split
+    config.data.num_eval_images = config.cluster.tune_images or config.data.num_eval_images
+  return config
+
+
 def tune(config: ml_collections.ConfigDict, workdir: str, *, params=None) -> dict:
-  """Chooses config.cluster's post-processing on the eval split; writes and returns it."""
+  """Chooses config.cluster's post-processing on config.cluster.tune_split; writes it."""
   from instseg_jax import evaluate  # pylint: disable=g-import-not-at-top
 
   workdir = os.path.abspath(workdir)
+  config = tuning_view(config)
   if params is None:
     params = evaluate.load_params(config, workdir)
   segmenter = inference.Segmenter(config, params)

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -98,6 +99,20 @@ def test_fragments_are_dropped_or_given_to_their_nearest_instance():
   filled = inference.apply_postprocess(output, base.replace(min_size=5, fill_unclustered=True))
   assert filled.labels.max() == 2
   assert (filled.labels[3:5, 11:13] == filled.labels[0, 15]).all()
+
+
+def test_an_instance_in_pieces_keeps_only_its_largest():
+  # Two instances side by side; a 2x2 patch inside the right one has the left one's embedding.
+  embedding = np.zeros((8, 16, 2))
+  embedding[:, 8:] = (3.0, 0.0)
+  embedding[3:5, 11:13] = (0.0, 0.0)
+  output = _output(embedding, np.ones((8, 16)))
+  base = _plain_postprocess()
+  merged = inference.apply_postprocess(output, base).labels
+  assert merged[3, 11] == merged[0, 0] != merged[0, 15]
+  kept = inference.apply_postprocess(output, base.replace(largest_piece=True)).labels
+  assert (kept[3:5, 11:13] == 0).all() and kept.max() == 2
+  assert (kept[:, :8] == kept[0, 0]).all() and (kept[kept > 0] == merged[kept > 0]).all()
 
 
 def test_tuning_can_maximize_a_matching_score():
@@ -303,6 +318,19 @@ def test_tuned_post_processing_is_stored_and_used_by_evaluate_and_export(folder_
   config.cluster.use_tuned = False
   assert tune.with_tuned(config, workdir) is config
   os.remove(os.path.join(workdir, tune.TUNED_FILE))
+
+
+def test_tuning_reads_its_own_split(folder_run, tmp_path):
+  config, workdir, _ = folder_run
+  config = config.copy_and_resolve_references()
+  config.cluster.tune_split, config.cluster.tune_images = "train", 5
+  tuned_dir = str(tmp_path / "tuned")
+  shutil.copytree(workdir, tuned_dir)
+  result = tune.tune(config, tuned_dir)
+  assert (result["split"], result["images"]) == ("train", 5)
+  config.cluster.tune_split = "no_such_split"
+  with pytest.raises(Exception, match="no_such_split"):
+    tune.tune(config, tuned_dir)
 
 
 def test_coordinate_ascent_finds_the_best_of_a_separable_objective():
