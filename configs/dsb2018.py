@@ -44,6 +44,9 @@ def get_config():
   # Hundreds of alike nuclei: pixel coordinates in the embedding separate distant ones for free,
   # so the push term works on neighbours; "pixels" is the same on crops and whole images.
   config.model.position_encoding = "pixels"
+  # One unit per 8 pixels, about a nucleus's radius: neighbours start a unit or more apart in
+  # embedding space (32, the default, let touching nuclei merge: see configs/dsb2018_cpu.py).
+  config.model.pixels_per_unit = 8.0
   config.train.batch_size = 8
   config.train.num_steps = 10000
   config.train.checkpoint_every = 1000
