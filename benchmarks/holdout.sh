@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A recipe as a user runs it: train, tune the post-processing on the validation split,
-# predict the validation images' files, score the written label PNGs on their own grid.
+# A recipe as a user runs it: train, tune the post-processing (on config.cluster.tune_split:
+# the train split for the recipes), predict the validation images' files, score the written
+# label PNGs on their own grid.
 #
 #   benchmarks/holdout.sh configs/cvppp_cpu.py runs/cvppp_cpu ../shared/data/cvppp_a1_train
 #   benchmarks/holdout.sh configs/dsb2018_cpu.py runs/dsb2018_cpu ../shared/data/dsb2018

@@ -16,15 +16,15 @@ training): accuracy@0.5 0.629, SBD 0.781, |DiC| 9.1. Tune chose bandwidth 0.8, f
 0.6, min_size 32, fill_unclustered, flip_average and largest_piece. Short of the 0.80 asked
 for and StarDist's 0.86. The model is shipped as --model=nuclei (instseg_jax/pretrained/).
 
-What changed it: model.pixels_per_unit 8 (configs/dsb2018.py) instead of 32. The same recipe
-at 32, measured 2026-12-04: accuracy@0.5 0.500 before tuning (0.554 after a tune on the
-validation images themselves, which flatters it). Where that model erred, by kind of image (tuned): dark
+What changed it: model.pixels_per_unit 8 (configs/dsb2018.py) instead of 32. The same recipe at
+32, measured 2026-12-04: accuracy@0.5 0.500 before tuning (0.554 after a tune on the validation
+images themselves, which flatters it). Where that model erred, by kind of image (tuned): dark
 fluorescence with large nuclei 0.80 (29 images), with small nuclei 0.72 (22), with mid-sized
 nuclei 0.56 (40; in dense rows neighbours shared an instance), stained tissue 0.38-0.43 (18),
 brightfield 0.13 (4; the inverted cytoplasm taken for nuclei: 418 false positives). The ground
-truth's own foreground cut into connected components would score 0.776, so the split of
-touching nuclei matters as much as the foreground; at 8 pixels per unit neighbours start a
-unit apart in embedding space, and the merges (DiC -4.3 at 32) are gone (DiC +1.1).
+truth's own foreground cut into connected components would score 0.776, so the split of touching
+nuclei matters as much as the foreground; at 8 pixels per unit neighbours start a unit apart in
+embedding space, and the merges (DiC -4.3 at 32) are gone (DiC +1.1).
 """
 
 from configs import dsb2018
