@@ -223,9 +223,9 @@ def coordinate_channels(batch: int, height: int, width: int, dtype: Any = jnp.fl
 
 
 POSITION_ENCODINGS = ("none", "xy", "pixels", "sine")  # the kinds of `position_encoding`
-# "pixels": pixels per embedding unit, unless config.model.pixels_per_unit says otherwise. At 32,
-# nuclei of 10-30 pixels lie within the pull margin of their centre and nuclei a few diameters
-# apart past the push margin.
+# "pixels": pixels per embedding unit, unless config.model.pixels_per_unit says otherwise.
+# configs/dsb2018.py uses 8, about a nucleus's radius: at 32 touching nuclei started too close
+# in embedding space and merged.
 PIXELS_PER_UNIT = 32.0
 
 
