@@ -25,6 +25,18 @@ brightfield 0.13 (4; the inverted cytoplasm taken for nuclei: 418 false positive
 truth's own foreground cut into connected components would score 0.776, so the split of touching
 nuclei matters as much as the foreground; at 8 pixels per unit neighbours start a unit apart in
 embedding space, and the merges (DiC -4.3 at 32) are gone (DiC +1.1).
+
+Where the 8-pixel model errs (benchmarks/centre_oracle.py, the first 40 validation images):
+accuracy@0.5 0.622 with its clustering; 0.750 when each pixel joins the nucleus whose true mean
+embedding is nearest; 0.631 with every nucleus's spread shrunk by a fifth. In dense fluorescence
+the touching nuclei that share an instance have true means only 0.4-0.9 apart, while a nucleus
+spreads 0.25 around its mean: the embedding joins them, not mean shift. Two 1024x1024 brightfield
+images (grey, bright background) come out in 166 and 187 pieces for 57 and 98 nuclei. They score
+no better with the true centres, nor at half the scale.
+
+Tried 2026-12-05: model.pixels_per_unit 6 (neighbours further apart), the same 1800 steps (44 min
+alone, 1.41 s/step): accuracy@0.5 0.606, SBD 0.772, DiC +4.7, |DiC| 10.1 before tuning, against
+0.629, 0.781, DiC +1.1 at 8. The merges turn into splits: 8 stays.
 """
 
 from configs import dsb2018
