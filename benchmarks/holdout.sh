@@ -6,20 +6,22 @@
 #   benchmarks/holdout.sh configs/cvppp_cpu.py runs/cvppp_cpu ../shared/data/cvppp_a1_train
 #   benchmarks/holdout.sh configs/dsb2018_cpu.py runs/dsb2018_cpu ../shared/data/dsb2018
 #   benchmarks/holdout.sh configs/cvppp.py runs/cvppp DATA   # a GPU recipe, on a GPU
+#   benchmarks/holdout.sh CONFIG WORKDIR DATA --config.loss.pull_margin=0.25   # a trial
 #
 # Prints the training time and the scores (also in WORKDIR/holdout.txt).
 set -euo pipefail
 CONFIG=${1:?config}; WORKDIR=${2:?workdir}; DATA=$(realpath "${3:?CVPPP folder}")
 PY=${PYTHON:-.venv/bin/python}
-ARGS=(--config="$CONFIG" --workdir="$WORKDIR" --config.data.manual_dir="$DATA")
+OVERRIDES=("${@:4}")  # --config.field=value for every step
+DATA_ARGS=(--config="$CONFIG" --config.data.manual_dir="$DATA" "${OVERRIDES[@]}")
+ARGS=("${DATA_ARGS[@]}" --workdir="$WORKDIR")
 mkdir -p "$WORKDIR"
 start=$(date +%s)
 "$PY" -m instseg_jax.main "${ARGS[@]}"
 echo "training and the final evaluation took $(( $(date +%s) - start )) s on $(hostname)"
 "$PY" -m instseg_jax.main "${ARGS[@]}" --mode=tune
-"$PY" benchmarks/holdout.py images --config="$CONFIG" --config.data.manual_dir="$DATA" \
-    --folder="$WORKDIR/holdout_images"
+"$PY" benchmarks/holdout.py images "${DATA_ARGS[@]}" --folder="$WORKDIR/holdout_images"
 "$PY" -m instseg_jax.main "${ARGS[@]}" --mode=predict --input="$WORKDIR/holdout_images" \
     --output="$WORKDIR/holdout_predictions"
-"$PY" benchmarks/holdout.py score --config="$CONFIG" --config.data.manual_dir="$DATA" \
-    --folder="$WORKDIR/holdout_predictions" | tee "$WORKDIR/holdout.txt"
+"$PY" benchmarks/holdout.py score "${DATA_ARGS[@]}" --folder="$WORKDIR/holdout_predictions" \
+    | tee "$WORKDIR/holdout.txt"

@@ -44,6 +44,9 @@ Tried the same days, scored the same way (tuned on the validation plants unless 
 - size_mode "native" (256x256 crops at the plant's own scale, aug_foreground_crop 0.8), 2200
   steps of 8 (62 min): SBD 0.786, |DiC| 1.80 (untuned 0.776): at twice the scale the network
   needs more training than an hour gives.
+- loss.pull_margin 0.25 (leaves pulled tighter; 3900 steps of 4, 61 min 50 s on a day the
+  machine ran 0.93-0.97 s/step): SBD 0.849, FBD 0.975, DiC -0.85, |DiC| 1.35 before tuning,
+  against 0.848, |DiC| 0.95 at 0.5. Its tune was lost with the machine; no gain to chase.
 """
 
 from configs import cvppp
