@@ -47,6 +47,9 @@ Tried the same days, scored the same way (tuned on the validation plants unless 
 - loss.pull_margin 0.25 (leaves pulled tighter; 3900 steps of 4, 61 min 50 s on a day the
   machine ran 0.93-0.97 s/step): SBD 0.849, FBD 0.975, DiC -0.85, |DiC| 1.35 before tuning,
   against 0.848, |DiC| 0.95 at 0.5. Its tune was lost with the machine; no gain to chase.
+- data.aug_max_degrees 180 (rosettes at any angle, against overfitting 80 plants; 3900 steps
+  of 4, 0.78 s/step, 51 min 48 s with the final evaluation): SBD 0.839, |DiC| 1.50 untuned,
+  0.846, FBD 0.974, |DiC| 1.45 after the tune on the training plants: not adopted.
 """
 
 from configs import cvppp
