@@ -138,6 +138,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.cluster.fill_unclustered = False  # dropped fragments join their nearest instance
   config.cluster.flip_average = False  # foreground averaged over the image and two flips (3x)
   config.cluster.largest_piece = False  # an instance keeps only its largest connected piece
+  # Instances whose mean foreground probability is under this become background (0 = keep all).
+  config.cluster.min_confidence = 0.0
   # evaluate/predict/export take bandwidth, threshold, sizes from WORKDIR/postprocess.json (tune).
   config.cluster.use_tuned = True
   # The split --mode=tune chooses on ("" = data.eval_split). A score on the split tuned on is

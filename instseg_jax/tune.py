@@ -4,17 +4,17 @@
 
 The network runs once per image (and once more with flip averaging); the clustering bandwidth,
 the foreground threshold, the smallest instance kept, whether dropped fragments join their
-neighbours, whether the foreground is averaged over flips and whether an instance keeps only
-its largest piece are then chosen one at a time (coordinate ascent, repeated until nothing
-changes) for the best config.eval.metric (mean SBD for leaves, pooled matching accuracy for
-nuclei), scored on each image's own grid. The images are those of config.cluster.tune_split
-(the eval split unless set): the recipes tune on their train split, so that the scores they
-report on the eval split come from images neither trained nor tuned on. The price: a network
-embeds the images it trained on more tightly than new ones, so a tune on train leans to a smaller
-bandwidth than new images bear (CVPPP, configs/cvppp_cpu.py: bandwidth 0.8 with min_size 48 scored
-SBD 0.864 on 24 training plants and 0.835 on the validation plants; 1.0 with 32 scored 0.852 and
-0.853). The choice is written
-to WORKDIR/postprocess.json, which evaluate, predict and export read (`with_tuned`) unless
+neighbours, whether the foreground is averaged over flips, whether an instance keeps only its
+largest piece and the least mean foreground probability an instance needs are then chosen one
+at a time (coordinate ascent, repeated until nothing changes) for the best config.eval.metric
+(mean SBD for leaves, pooled matching accuracy for nuclei), scored on each image's own grid.
+The images are those of config.cluster.tune_split (the eval split unless set): the recipes tune
+on their train split, so that the scores they report on the eval split come from images neither
+trained nor tuned on. The price: a network embeds the images it trained on more tightly than new
+ones, so a tune on train leans to a smaller bandwidth than new images bear (CVPPP,
+configs/cvppp_cpu.py: bandwidth 0.8 with min_size 48 scored SBD 0.864 on 24 training plants and
+0.835 on the validation plants; 1.0 with 32 scored 0.852 and 0.853). The choice is written to
+WORKDIR/postprocess.json, which evaluate, predict and export read (`with_tuned`) unless
 config.cluster.use_tuned is False; an exported bundle carries it in its config.
 """
 
@@ -38,6 +38,7 @@ TUNED_FILE = "postprocess.json"
 BANDWIDTH_FACTORS = (0.6, 0.8, 1.0, 1.25, 1.5)
 FG_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_SIZES = (0, 8, 16, 32, 64, 128)
+MIN_CONFIDENCES = (0.0, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85)
 MAX_ROUNDS = 3
 
 
@@ -49,6 +50,7 @@ def candidates(config: ml_collections.ConfigDict) -> dict[str, tuple]:
       "fill_unclustered": (False, True),
       "flip_average": (False, True),
       "largest_piece": (False, True),
+      "min_confidence": MIN_CONFIDENCES,
   }
   if "bandwidth" in cluster_lib.METHODS[config.cluster.method].options:
     bandwidth = float(config.cluster.bandwidth)
@@ -107,6 +109,7 @@ def tuned_fields(postprocess: inference.PostProcess, grid: dict[str, tuple]) -> 
       "fill_unclustered": postprocess.fill_unclustered,
       "flip_average": postprocess.flip_average,
       "largest_piece": postprocess.largest_piece,
+      "min_confidence": postprocess.min_confidence,
   }
   return {field: values[field] for field in grid}
 

@@ -116,6 +116,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
   _at_least(config, "model.pixels_per_unit", 0, strict=True)
   _at_least(config, "predict.max_side", 0)
   _at_least(config, "cluster.tune_images", 0)
+  _at_least(config, "cluster.min_confidence", 0)
   _at_least(config, "train.keep_checkpoints", 1)
   _at_least(config, "train.eval_every", 0)
   _at_least(config, "train.checkpoint_every_seconds", 0)

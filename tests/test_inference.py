@@ -115,6 +115,20 @@ def test_an_instance_in_pieces_keeps_only_its_largest():
   assert (kept[:, :8] == kept[0, 0]).all() and (kept[kept > 0] == merged[kept > 0]).all()
 
 
+def test_a_faint_instance_is_dropped_under_min_confidence():
+  # Two instances pass the pixel threshold; the right one only just (probability 0.55).
+  embedding = np.zeros((8, 16, 2))
+  embedding[:, 8:] = (3.0, 0.0)
+  foreground = np.full((8, 16), 0.95)
+  foreground[:, 8:] = 0.55
+  output = _output(embedding, foreground)
+  base = _plain_postprocess()
+  assert inference.apply_postprocess(output, base).labels.max() == 2
+  kept = inference.apply_postprocess(output, base.replace(min_confidence=0.7)).labels
+  assert kept.max() == 1 and (kept[:, :8] == 1).all() and not kept[:, 8:].any()
+  assert inference.apply_postprocess(output, base.replace(min_confidence=0.5)).labels.max() == 2
+
+
 def test_tuning_can_maximize_a_matching_score():
   output = _two_leaves_and_a_fragment()
   truth = np.zeros((8, 16), np.int32)

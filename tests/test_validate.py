@@ -22,6 +22,7 @@ def _set(config, path, value):
         ("data.builder_config", "tinny", "config.data.builder_config='tinny' is not one of"),
         ("cluster.bandwidth", 0.0, "config.cluster.bandwidth=0.0 must be > 0"),
         ("cluster.bandwidth", -1.0, "config.cluster.bandwidth=-1.0 must be > 0"),
+        ("cluster.min_confidence", -0.1, "config.cluster.min_confidence=-0.1 must be >= 0"),
         ("predict.max_side", -5, "config.predict.max_side=-5 must be >= 0"),
         ("model.pixels_per_unit", 0.0, "config.model.pixels_per_unit=0.0 must be > 0"),
         ("train.keep_checkpoints", 0, "config.train.keep_checkpoints=0 must be >= 1"),
