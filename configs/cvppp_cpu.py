@@ -10,17 +10,17 @@ learning rate. The model is configs/cvppp.py's, whose "pixels" position encoding
 leaves start apart in embedding space) came with this recipe; the recipe before (below) had
 neither it nor the higher learning rate.
 
-Measured 2026-12-05 on the project's 2-core x86_64 CPU machine (no GPU), nothing else running:
-3800 steps at 0.79 s/step, 50 min 24 s of wall clock including the final evaluation
-(benchmarks/holdout.sh; the machine ran the recipe before at the same 0.79 s/step that day, so
-the 0.90 s/step below was a slower day, not a cheaper model). On the 20 held-out validation plants, through --mode=predict, the label
-PNGs scored on their 530x500 grid (benchmarks/holdout.py score): SBD 0.851, FBD 0.973, DiC -0.55,
-|DiC| 1.15 with the config's post-processing; SBD 0.855, FBD 0.972, DiC -0.65, |DiC| 1.15 after
---mode=tune on the 80 training plants (config.cluster.tune_split; it chose min_size 32,
-largest_piece and min_confidence 0.8). On those 80 training plants the tuned model reads 0.865:
-the hour underfits more than it overfits.
+Measured 2026-12-05 on the project's 2-core x86_64 CPU machine (no GPU), nothing else running: 3800
+steps at 0.79 s/step, 50 min 24 s of wall clock including the final evaluation
+(benchmarks/holdout.sh; the machine ran the recipe before at the same 0.79 s/step that day, so the
+0.90 s/step below was a slower day, not a cheaper model). On the 20 held-out validation plants,
+through --mode=predict, the label PNGs scored on their 530x500 grid (benchmarks/holdout.py score):
+SBD 0.851, FBD 0.973, DiC -0.55, |DiC| 1.15 with the config's post-processing; SBD 0.855, FBD
+0.972, DiC -0.65, |DiC| 1.15 after --mode=tune on the 80 training plants
+(config.cluster.tune_split; it chose min_size 32, largest_piece and min_confidence 0.8). On those
+80 training plants the tuned model reads 0.865: the hour underfits more than it overfits.
 
-The recipe before (configs/cvppp.py's position encoding and learning rate, 4000 steps of 4,
+The recipe before (no position encoding, learning rate 1e-3, 4000 steps of 4,
 0.90 s/step, 59 min 52 s): SBD 0.848, FBD 0.974, DiC -0.55, |DiC| 0.95 with the config's
 post-processing; SBD 0.849, FBD 0.974, DiC -0.90, |DiC| 1.30 after --mode=tune on the 80
 training plants (it chose fg_threshold 0.5, min_size 32, flip_average and largest_piece).
@@ -28,11 +28,11 @@ A tune on the 20 validation plants themselves gave 0.855, |DiC| 0.90: a figure f
 images it is scored on. The analysis below and the trials up to the list's end are of that
 recipe.
 
-Both are short of the published 0.874-0.884: see README.md, "Results". Most of the gap is small leaves in the
-rosette's centre: the 43 leaves under 500 pixels score a best Dice of 0.49-0.60, 16 of them
-below 0.5; leaves over 2000 pixels score 0.92-0.96. Of those 43, 16 are merged into a larger
-neighbour (their pixels are foreground, but under half of the instance they fall in is theirs),
-5 are split and 3 are missed as background.
+Both are short of the published 0.874-0.884: see README.md, "Results". Most of the gap is small
+leaves in the rosette's centre: the 43 leaves under 500 pixels score a best Dice of 0.49-0.60, 16
+of them below 0.5; leaves over 2000 pixels score 0.92-0.96. Of those 43, 16 are merged into a
+larger neighbour (their pixels are foreground, but under half of the instance they fall in is
+theirs), 5 are split and 3 are missed as background.
 
 The embeddings hold more than mean shift reads from them (benchmarks/centre_oracle.py on the 20
 validation plants): each foreground pixel given to the leaf whose true mean embedding is nearest
