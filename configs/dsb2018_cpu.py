@@ -67,6 +67,11 @@ train (precision 0.879, recall 0.799, PQ 0.711, SBD 0.805, |DiC| 5.2; it chose f
 and min_confidence 0.85), against 0.657 and 0.735 at 1.0: fewer nuclei found. Nor does feeding
 the images at another scale help the shipped model (tuned, 0.735 at 1x): 0.8x 0.707, 1.25x
 0.713, 1.5x 0.637.
+Nor does the leaves recipe's twice the peak learning rate (optim.learning_rate 2e-3) with 2200
+steps (2026-12-05, 52 min 48 s with the final evaluation, its first 100 steps beside another job's
+tune, then 1.3-1.4 s/step alone): accuracy@0.5 0.653 before tuning, 0.713 after the tune on train
+(precision 0.867, recall 0.800, PQ 0.705, SBD 0.804, |DiC| 5.15; it chose bandwidth 0.8,
+fg_threshold 0.6, min_size 16, flip_average, largest_piece and min_confidence 0.75).
 """
 
 from configs import dsb2018
