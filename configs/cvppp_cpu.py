@@ -23,7 +23,7 @@ SBD 0.851, FBD 0.973, DiC -0.55, |DiC| 1.15 with the config's post-processing; S
 0.844, FBD 0.975, |DiC| 1.40 untuned and 0.848, FBD 0.976, DiC -0.65, |DiC| 1.45 after the tune
 (min_size 32, largest_piece, flip_average), while the training plants rose to 0.871: past 3800
 steps the model fits the 80 plants, not new ones. The recipe before, trained twice, scored 0.849
-and 0.851 tuned, so differences under about 0.005 are within what a second run changes.
+and 0.851 tuned: a second run alone moves SBD by a few thousandths.
 
 The recipe before (no position encoding, learning rate 1e-3, 4000 steps of 4,
 0.90 s/step, 59 min 52 s): SBD 0.848, FBD 0.974, DiC -0.55, |DiC| 0.95 with the config's
