@@ -77,6 +77,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.cell = "lstm"  # recurrent cell of ReSeg and the context sweep: renet.GATES
   config.model.remat = False  # recompute recurrent sweeps in the backward pass
   config.model.counter = False  # predict "count" = instances / max_instances (counter head)
+  # Predict each pixel's nearness to its instance's centre (losses.seed_loss), for cluster "seeds".
+  config.model.seed_head = False
   config.model.resnet_blocks = (2, 2, 2, 2)  # deeplabv3: residual blocks per stage
   # Local torch state_dict for the encoder (reseg: VGG-16, deeplabv3: ResNet); "" = none.
   config.model.pretrained = ""
@@ -105,6 +107,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.class_aware = False  # instances of different semantic classes never interact
   config.loss.dice_weight = 0.0  # soft Dice loss added to the semantic cross-entropy
   config.loss.count_weight = 1.0  # weight of the counter head's loss (model.counter)
+  config.loss.seed_weight = 1.0  # weight of the seed head's loss (model.seed_head)
+  # Seed target exp(-d^2 / (2 sigma^2)) at embedding distance d from the instance's mean; about
+  # pull_margin, the radius the pull leaves an instance's pixels in.
+  config.loss.seed_sigma = 0.5
 
   config.optim = ml_collections.ConfigDict()
   config.optim.name = "adam"  # a key of instseg_jax.optim.OPTIMIZERS
@@ -130,7 +136,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.cluster = ml_collections.ConfigDict()
   config.cluster.method = "meanshift"  # a key of instseg_jax.cluster.METHODS
-  config.cluster.bandwidth = 1.0  # mean shifts: about 2 * loss.pull_margin, one instance's radius
+  # Mean shifts and seeds: about 2 * loss.pull_margin, one instance's radius in embedding space.
+  config.cluster.bandwidth = 1.0
+  config.cluster.seed_threshold = 0.5  # seeds: the lowest seed score that starts an instance
   config.cluster.num_clusters = 0  # kmeans: instances per image; 0 = the counter's prediction
   config.cluster.min_cluster_size = 20  # hdbscan: the smallest instance, in pixels
   config.cluster.min_size = 0  # drop instances under this many pixels (network's grid)

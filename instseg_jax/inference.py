@@ -110,6 +110,7 @@ class NetworkOutput:
     classes: (h, w) int32 likeliest object class (1..K-1) of every pixel.
     count: predicted instance count (counter head), or None.
     shape: (H, W) of the image on its own grid.
+    seed: (h, w) float32 seed scores (seed head), or None.
   """
 
   embedding: np.ndarray
@@ -117,6 +118,7 @@ class NetworkOutput:
   classes: np.ndarray
   count: float | None
   shape: tuple[int, int]
+  seed: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,12 +251,14 @@ class Segmenter:
     padded, (ch, cw) = self.geometry.network_input(image)
     outputs = jax.device_get(self._predict[flip_average](self.params, padded[None]))
     count = outputs.get("count")
+    seed = outputs.get("seed")
     return NetworkOutput(
         embedding=np.asarray(outputs["embedding"][0, :ch, :cw], np.float32),
         foreground=np.asarray(outputs["foreground"][0, :ch, :cw], np.float32),
         classes=np.asarray(outputs["classes"][0, :ch, :cw], np.int32),
         count=None if count is None else float(np.asarray(count).reshape(-1)[0]),
         shape=tuple(image.shape[:2]),
+        seed=None if seed is None else np.asarray(seed[0, :ch, :cw], np.float32),
     )
 
   def __call__(self, image: np.ndarray, postprocess: PostProcess | None = None) -> Segmentation:
@@ -269,13 +273,22 @@ def cluster_network_grid(
 ) -> tuple[np.ndarray, bool]:
   """(labels (h, w) int32 on the network's grid, whether the instance bound was reached)."""
   embedding, mask = output.embedding, output.foreground > postprocess.fg_threshold
+  method = cluster_lib.METHODS[postprocess.method]
+  options = dict(postprocess.options)
+  if method.needs_seed:
+    if output.seed is None:
+      raise ValueError(
+          f"config.cluster.method={postprocess.method!r} needs the seed head: train with "
+          "config.model.seed_head=True"
+      )
+    options["seed"] = output.seed
   # JAX's methods: grids of any size share a few compiled programs (the padding changes no
   # label), and the programs take the static bound on instances.
-  on_device = cluster_lib.METHODS[postprocess.method].on_device
+  on_device = method.on_device
   if on_device:
+    if method.needs_seed:
+      options["seed"] = buckets.pad_to_bucket(output.seed[..., None], mask)[0][..., 0]
     embedding, mask = buckets.pad_to_bucket(embedding, mask)
-  options = dict(postprocess.options)
-  if on_device:
     options["max_instances"] = postprocess.max_instances
   if postprocess.method == "kmeans" and not options.get("num_clusters"):
     # The counter head predicts count / max_instances.

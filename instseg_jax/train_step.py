@@ -46,7 +46,11 @@ def train_step(
 def predict_step(
     params, images: jax.Array, *, apply_fn, fg_threshold: float
 ) -> dict[str, jax.Array]:
-  """Embeddings and the semantic head's answers (see `semantic_outputs`) for images (B,H,W,3)."""
+  """The network's answers for images (B,H,W,3), as inference reads them.
+
+  Embeddings, the semantic head's answers (see `semantic_outputs`) and, where the model has those
+  heads, "count" and "seed" (the sigmoid of the seed logits).
+  """
   outputs = apply_fn({"params": params}, images)
   result = {
       "embedding": outputs["embedding"],
@@ -56,6 +60,8 @@ def predict_step(
   }
   if "count" in outputs:
     result["count"] = outputs["count"]
+  if "seed_logits" in outputs:
+    result["seed"] = jax.nn.sigmoid(outputs["seed_logits"])
   return result
 
 

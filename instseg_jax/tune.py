@@ -2,12 +2,13 @@
 
     python -m instseg_jax.main --config=configs/cvppp_cpu.py --workdir=runs/cvppp_cpu --mode=tune
 
-The network runs once per image (and once more with flip averaging); the clustering bandwidth,
-the foreground threshold, the smallest instance kept, whether dropped fragments join their
-neighbours, whether the foreground is averaged over flips, whether an instance keeps only its
-largest piece and the least mean foreground probability an instance needs are then chosen one
-at a time (coordinate ascent, repeated until nothing changes) for the best config.eval.metric
-(mean SBD for leaves, pooled matching accuracy for nuclei), scored on each image's own grid.
+The network runs once per image (and once more with flip averaging); the clustering bandwidth
+(and method "seeds"'s seed threshold), the foreground threshold, the smallest instance kept,
+whether dropped fragments join their neighbours, whether the foreground is averaged over flips,
+whether an instance keeps only its largest piece and the least mean foreground probability an
+instance needs are then chosen one at a time (coordinate ascent, repeated until nothing changes)
+for the best config.eval.metric (mean SBD for leaves, pooled matching accuracy for nuclei),
+scored on each image's own grid.
 The images are those of config.cluster.tune_split (the eval split unless set): the recipes tune
 on their train split, so that the scores they report on the eval split come from images neither
 trained nor tuned on. The price: a network embeds the images it trained on more tightly than new
@@ -39,6 +40,7 @@ BANDWIDTH_FACTORS = (0.6, 0.8, 1.0, 1.25, 1.5)
 FG_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_SIZES = (0, 8, 16, 32, 64, 128)
 MIN_CONFIDENCES = (0.0, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85)
+SEED_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MAX_ROUNDS = 3
 
 
@@ -55,6 +57,8 @@ def candidates(config: ml_collections.ConfigDict) -> dict[str, tuple]:
   if "bandwidth" in cluster_lib.METHODS[config.cluster.method].options:
     bandwidth = float(config.cluster.bandwidth)
     options = {"bandwidth": tuple(round(bandwidth * f, 4) for f in BANDWIDTH_FACTORS), **options}
+  if "seed_threshold" in cluster_lib.METHODS[config.cluster.method].options:
+    options = {"seed_threshold": SEED_THRESHOLDS, **options}
   return options
 
 

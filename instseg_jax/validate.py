@@ -66,6 +66,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
   filled in the fields its version lacked, so every field is there.
   """
   # Imported here: the registries pull in jax, flax and tfds.
+  from instseg_jax import cluster  # pylint: disable=g-import-not-at-top
   from instseg_jax import evaluate  # pylint: disable=g-import-not-at-top
   from instseg_jax import inference  # pylint: disable=g-import-not-at-top
   from instseg_jax import losses  # pylint: disable=g-import-not-at-top
@@ -96,6 +97,11 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
         "config.cluster.method='kmeans' needs config.cluster.num_clusters > 0 "
         "or config.model.counter=True to predict the count"
     )
+  if cluster.METHODS[config.cluster.method].needs_seed and not config.model.seed_head:
+    raise ConfigError(
+        f"config.cluster.method={config.cluster.method!r} needs the seed head: set "
+        "config.model.seed_head=True"
+    )
   pretrained = config.model.pretrained
   if pretrained and not os.path.isfile(pretrained):
     raise ConfigError(f"config.model.pretrained={pretrained!r}: no such file")
@@ -113,6 +119,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
   # A bandwidth of 0 gives degenerate labels, a negative side shrinks every image to one
   # pixel, and keeping no checkpoint leaves nothing to resume or evaluate.
   _at_least(config, "cluster.bandwidth", 0, strict=True)
+  _at_least(config, "loss.seed_sigma", 0, strict=True)
   _at_least(config, "model.pixels_per_unit", 0, strict=True)
   _at_least(config, "predict.max_side", 0)
   _at_least(config, "cluster.tune_images", 0)

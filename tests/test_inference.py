@@ -254,9 +254,9 @@ def _disc_image(rng, height, width):
   return image, labels
 
 
-@pytest.fixture(scope="module")
-def folder_run(tmp_path_factory):
-  """A tiny model trained on a folder of images of several sizes, none of them image_size."""
+def _train_on_a_folder(tmp_path_factory, **model):
+  """A tiny model (config.model overrides) trained on a folder of images of several sizes, none
+  of them image_size: (config, workdir, the validation images' folder)."""
   root = tmp_path_factory.mktemp("folder")
   rng = np.random.default_rng(0)
   sizes = {"train": [(40, 56)] * 8, "validation": [(36, 44), (50, 30), (41, 41)]}
@@ -274,10 +274,26 @@ def folder_run(tmp_path_factory):
   config.data.eval_split = "validation"
   config.data.data_dir = str(tmp_path_factory.mktemp("tfds"))
   config.data.num_eval_images = 0
+  config.model.update(model)
   config.train.num_steps = 4
   workdir = str(tmp_path_factory.mktemp("run"))
   train.train_and_evaluate(config, workdir)
   return config, workdir, root / "validation" / "images"
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+  return _train_on_a_folder(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def seed_folder_run(tmp_path_factory):
+  """folder_run's model with the seed head, clustered by its seeds."""
+  config, workdir, images = _train_on_a_folder(tmp_path_factory, seed_head=True)
+  config.cluster.method = "seeds"
+  # Four steps leave the seed map near its starting 0.05: let every foreground pixel start one.
+  config.cluster.seed_threshold = 0.0
+  return config, workdir, images
 
 
 def _label_pngs(folder):
@@ -288,9 +304,17 @@ def _label_pngs(folder):
   }
 
 
-@pytest.mark.parametrize("size_mode", ["stretch", "fit", "native"])
-def test_evaluate_predict_and_a_bundle_give_the_same_labels(folder_run, tmp_path, size_mode):
-  config, workdir, images = folder_run
+@pytest.mark.parametrize(
+    "run, size_mode",
+    [
+        ("folder_run", "stretch"),
+        ("folder_run", "fit"),
+        ("folder_run", "native"),
+        ("seed_folder_run", "stretch"),
+    ],
+)
+def test_evaluate_predict_and_a_bundle_give_the_same_labels(run, size_mode, tmp_path, request):
+  config, workdir, images = request.getfixturevalue(run)
   config = config.copy_and_resolve_references()
   config.data.size_mode = size_mode
   params = evaluate.load_params(config, workdir)
@@ -300,6 +324,7 @@ def test_evaluate_predict_and_a_bundle_give_the_same_labels(folder_run, tmp_path
       for example, _, result in evaluate.network_and_segmentation(config, params)
   }
   assert len(evaluated) == 3
+  assert any(labels.any() for labels in evaluated.values())  # labels to compare, not zeros
   predict.predict(config, workdir, str(images), str(tmp_path / "workdir"))
   bundle = export.export(config, workdir, str(tmp_path / "bundle"))
   bundle_config, bundle_params = export.load_bundle(bundle)

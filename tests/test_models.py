@@ -66,6 +66,7 @@ def test_every_model_with_every_option_runs_forward_and_backward_under_jit(name)
       coord_conv=True,
       position_encoding="sine",
       context_features=4,
+      seed_head=True,
   )
   model, params, images = _forward(config)
   assert images.shape[1] % model.stride == 0
@@ -73,7 +74,10 @@ def test_every_model_with_every_option_runs_forward_and_backward_under_jit(name)
   def loss(p):
     out = model.apply({"params": p}, images)
     return (
-        jnp.mean(out["embedding"] ** 2) + jnp.mean(out["semantic_logits"]) + jnp.mean(out["count"]),
+        jnp.mean(out["embedding"] ** 2)
+        + jnp.mean(out["semantic_logits"])
+        + jnp.mean(out["count"])
+        + jnp.mean(out["seed_logits"]),
         out,
     )
 
@@ -81,6 +85,7 @@ def test_every_model_with_every_option_runs_forward_and_backward_under_jit(name)
   assert out["embedding"].shape == (2, 64, 64, config.model.embedding_dim)
   assert out["semantic_logits"].shape == (2, 64, 64, config.data.num_classes)
   assert out["count"].shape == (2,)
+  assert out["seed_logits"].shape == (2, 64, 64)
   assert all(o.dtype == jnp.float32 for o in out.values())
   assert bool(jnp.all((out["count"] >= 0) & (out["count"] <= 1)))
   leaves = jax.tree_util.tree_leaves(grads)

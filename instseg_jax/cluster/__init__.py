@@ -1,9 +1,10 @@
 """Clustering of pixel embeddings into instances, and the `cluster` dispatch.
 
-`mean_shift` and `fast_mean_shift` run in JAX on the device and return `jax.Array`s; `kmeans`,
-`hdbscan` and `sklearn_mean_shift` run scikit-learn on the host and return NumPy arrays. All take
-one image, (H, W, D) embeddings with an (H, W) foreground mask, or a batch of them, and return
-int32 labels: 0 outside the mask, instances numbered 1..K per image.
+`mean_shift`, `fast_mean_shift` and `seed_clustering` (which also takes the seed head's map) run
+in JAX on the device and return `jax.Array`s; `kmeans`, `hdbscan` and `sklearn_mean_shift` run
+scikit-learn on the host and return NumPy arrays. All take one image, (H, W, D) embeddings with
+an (H, W) foreground mask, or a batch of them, and return int32 labels: 0 outside the mask,
+instances numbered 1..K per image.
 """
 
 from collections.abc import Callable
@@ -17,6 +18,7 @@ import numpy as np
 
 from instseg_jax.cluster.meanshift import fast_mean_shift
 from instseg_jax.cluster.meanshift import mean_shift
+from instseg_jax.cluster.seeds import seed_clustering
 from instseg_jax.cluster.sklearn_methods import hdbscan
 from instseg_jax.cluster.sklearn_methods import kmeans
 from instseg_jax.cluster.sklearn_methods import sklearn_mean_shift
@@ -32,11 +34,13 @@ class Method:
     options: the config.cluster fields passed to fn as keyword options (besides min_size).
     on_device: compiled by JAX, once per input shape (see `buckets` for sharing programs), with
       a static bound `max_instances` on the instances of an image.
+    needs_seed: fn also takes `seed`, the seed head's map (config.model.seed_head).
   """
 
   fn: Callable[..., jax.Array | np.ndarray]
   options: tuple[str, ...]
   on_device: bool = False
+  needs_seed: bool = False
 
 
 # config.cluster.method -> its Method: a new method is its function and one entry here.
@@ -46,6 +50,9 @@ METHODS: dict[str, Method] = {
     "kmeans": Method(kmeans, ("num_clusters",)),
     "hdbscan": Method(hdbscan, ("min_cluster_size",)),
     "sklearn_meanshift": Method(sklearn_mean_shift, ("bandwidth",)),
+    "seeds": Method(
+        seed_clustering, ("bandwidth", "seed_threshold"), on_device=True, needs_seed=True
+    ),
 }
 
 __all__ = [
@@ -57,6 +64,7 @@ __all__ = [
     "kmeans",
     "mean_shift",
     "remove_small_instances",
+    "seed_clustering",
     "sklearn_mean_shift",
 ]
 

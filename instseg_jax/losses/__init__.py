@@ -13,6 +13,7 @@ from instseg_jax.losses.discriminative import (
     check_max_instances,
     discriminative_loss,
 )
+from instseg_jax.losses.seed import seed_loss
 from instseg_jax.losses.semantic import semantic_loss
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "counting_loss",
     "discriminative_loss",
     "discriminative_options",
+    "seed_loss",
     "semantic_loss",
     "total_loss",
 ]
@@ -78,16 +80,18 @@ def total_loss(
 
   Args:
     outputs: model outputs: "embedding" (B, H, W, D), "semantic_logits" (B, H, W, K) and
-      optionally "count" (B,) (predicted count / max_instances, in [0, 1]).
+      optionally "count" (B,) (predicted count / max_instances, in [0, 1]) and "seed_logits"
+      (B, H, W).
     batch: "instances" (B, H, W) int32 (0 = background), "semantic" (B, H, W) int32 and
       "num_instances" (B,) int32.
     config: the whole config; reads config.loss (the options of `discriminative_options`,
-      embedding_weight, semantic_weight, class_aware, dice_weight, count_weight) and config.data
-      (max_instances, num_classes, ignore_label); configs/default.py says what each means.
+      embedding_weight, semantic_weight, class_aware, dice_weight, count_weight, seed_weight,
+      seed_sigma) and config.data (max_instances, num_classes, ignore_label);
+      configs/default.py says what each means.
 
   Returns:
     (loss, metrics): float32 scalars "loss", "variance", "distance", "regularization", "semantic",
-    and "count" when the model predicts one.
+    and "count" and "seed" when the model predicts them.
   """
   loss_cfg = config.loss
   options = discriminative_options(config)
@@ -117,5 +121,16 @@ def total_loss(
     )
     loss = loss + loss_cfg.count_weight * count
     metrics["count"] = count
+  if "seed_logits" in outputs:
+    seed = seed_loss(
+        outputs["seed_logits"],
+        outputs["embedding"],
+        batch["instances"],
+        sigma=loss_cfg.seed_sigma,
+        max_instances=config.data.max_instances,
+        ignore_label=options["ignore_label"],
+    )
+    loss = loss + loss_cfg.seed_weight * seed
+    metrics["seed"] = seed
   metrics["loss"] = loss
   return loss.astype(jnp.float32), {k: v.astype(jnp.float32) for k, v in metrics.items()}

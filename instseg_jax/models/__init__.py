@@ -1,8 +1,9 @@
 """Backbones by name; `create_model(config)` builds the configured one.
 
 Every model maps images (B,H,W,C) to {"embedding": (B,H,W,D), "semantic_logits":
-(B,H,W,K)} (float32), plus "count" (B,) in [0, 1] with config.model.counter,
-and has a `stride` that H and W must be divisible by.
+(B,H,W,K)} (float32), plus "count" (B,) in [0, 1] with config.model.counter and
+"seed_logits" (B,H,W) with config.model.seed_head, and has a `stride` that H and W
+must be divisible by.
 """
 
 import flax.linen as nn
@@ -92,6 +93,7 @@ def create_model(config: ml_collections.ConfigDict) -> nn.Module:
       cell=cfg.cell,
       remat=cfg.remat,
       counter=cfg.counter,
+      seed_head=cfg.seed_head,
   )
   if cfg.name == "deeplabv3":
     options["blocks"] = tuple(cfg.resnet_blocks)

@@ -30,6 +30,7 @@ class SegmentationModel(nn.Module):
     cell: "lstm" or "gru", for every recurrent sweep of the model.
     remat: recompute recurrent sweeps in the backward pass to save memory.
     counter: also predict "count" (B,), the instance count / max_instances.
+    seed_head: also predict "seed_logits" (B, H, W), for cluster method "seeds".
   """
 
   features: Sequence[int] = (16, 32, 64, 128)
@@ -44,6 +45,7 @@ class SegmentationModel(nn.Module):
   cell: str = "lstm"
   remat: bool = False
   counter: bool = False
+  seed_head: bool = False
 
   def prepare_input(self, images: jax.Array) -> jax.Array:
     if self.coord_conv:
@@ -63,6 +65,7 @@ class SegmentationModel(nn.Module):
         remat=self.remat,
         position_encoding=self.position_encoding,
         pixels_per_unit=self.pixels_per_unit,
+        seed=self.seed_head,
         dtype=self.dtype,
         name="heads",
     )(features)

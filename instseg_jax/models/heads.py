@@ -9,6 +9,9 @@ import jax.numpy as jnp
 from instseg_jax.models import layers
 from instseg_jax.models import renet
 
+# The seed head's starting logit: sigmoid(-3) = 0.05.
+SEED_BIAS_INIT = -3.0
+
 
 class InstanceHeads(nn.Module):
   """Embedding and semantic heads on a full-resolution feature map.
@@ -28,6 +31,8 @@ class InstanceHeads(nn.Module):
     remat: recompute the context sweeps in the backward pass.
     position_encoding: one of layers.POSITION_ENCODINGS, added to the embedding.
     pixels_per_unit: position_encoding "pixels": image pixels per embedding unit.
+    seed: also return "seed_logits" (B, H, W), the logit of how near each pixel's embedding lies
+      to its instance's centre (losses.seed_loss), from the features the embedding sees.
   """
 
   embedding_dim: int
@@ -37,6 +42,7 @@ class InstanceHeads(nn.Module):
   remat: bool = False
   position_encoding: str = "none"
   pixels_per_unit: float = layers.PIXELS_PER_UNIT
+  seed: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -55,7 +61,19 @@ class InstanceHeads(nn.Module):
       embedding = embedding + layers.position_encoding(
           self.position_encoding, height, width, dim, self.pixels_per_unit
       )
-    return {"embedding": embedding, "semantic_logits": semantic.astype(jnp.float32)}
+    out = {"embedding": embedding, "semantic_logits": semantic.astype(jnp.float32)}
+    if self.seed:
+      # Most pixels are background (target 0): starting there, the head learns the centres
+      # instead of spending its first thousand Adam steps walking the bias down.
+      seed = nn.Conv(
+          1,
+          (1, 1),
+          dtype=self.dtype,
+          bias_init=nn.initializers.constant(SEED_BIAS_INIT),
+          name="seed",
+      )(features)
+      out["seed_logits"] = seed[..., 0].astype(jnp.float32)
+    return out
 
 
 class CounterHead(nn.Module):
