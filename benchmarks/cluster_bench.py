@@ -10,9 +10,10 @@ Reported per layout, size and bandwidth: the time per image of each (the median 
 each image, averaged over the images: the total per image, compile excluded), their ratio, the
 adjusted Rand index against the true instances on the foreground (mean and minimum), and the
 worst per-image ARI of ours minus sklearn's. Then ours alone: the time per image over
-bandwidths 0.7-2.0, the compile time per image shape in a fresh process, and a 1024x1024 image
-of 500 nuclei. Ours runs with max_instances 128 at 256x256, 256 at 512x512 and 512 at
-1024x1024 (MAX_INSTANCES).
+bandwidths 0.7-2.0, cluster method "seeds" (configs/cvppp.py's) on the seed map a perfect seed
+head predicts beside mean shift, the compile time per image shape in a fresh process, and a
+1024x1024 image of 500 nuclei. Ours runs with max_instances 128 at 256x256, 256 at 512x512 and
+512 at 1024x1024 (MAX_INSTANCES).
 
 Run:
   .venv/bin/python benchmarks/cluster_bench.py [--num_images 5] [--rounds 3] [--sizes 256 512]
@@ -39,6 +40,8 @@ SWEEP = (0.7, 1.0, 1.5, 2.0)
 # Ours needs a static bound on instances per image, which a user sets from the data: the nuclei
 # layouts hold up to 60 per 256x256, so up to 240 at 512x512.
 MAX_INSTANCES = {256: 128, 512: 256, 1024: 512}
+# Cluster method "seeds" as configs/cvppp.py runs it (configs/default.py's seed defaults).
+SEED_SIGMA, SEED_THRESHOLD, SEED_BANDWIDTH = 0.2, 0.2, 2.0
 
 
 @functools.lru_cache(maxsize=8)
@@ -52,6 +55,15 @@ def _ari(truth: np.ndarray, pred: np.ndarray, fg: np.ndarray) -> float:
   from sklearn.metrics import adjusted_rand_score  # pylint: disable=g-import-not-at-top
 
   return float(adjusted_rand_score(truth[fg], pred[fg]))
+
+
+def _ideal_seed_map(emb: np.ndarray, truth: np.ndarray) -> np.ndarray:
+  """The seed head's target (losses.seed_loss, sigma SEED_SIGMA): what a perfect head predicts."""
+  means = np.zeros((truth.max() + 1, emb.shape[-1]))
+  for ident in range(1, truth.max() + 1):
+    means[ident] = emb[truth == ident].mean(axis=0)
+  d2 = np.sum(np.square(emb - means[truth]), axis=-1)
+  return np.where(truth > 0, np.exp(-d2 / (2 * SEED_SIGMA**2)), 0.0).astype(np.float32)
 
 
 def jax_child() -> None:
@@ -76,14 +88,26 @@ def jax_child() -> None:
       index: int,
       bandwidth: float,
       count: int | None = None,
+      method: str = "meanshift",
   ) -> dict:
     emb, fg, truth = _scenes(scenario, size, num_images, seed, count)[index]
     emb_d, fg_d = jax.device_put(emb), jax.device_put(fg)
     max_instances = MAX_INSTANCES.get(size, 128)
-    fn = lambda: cluster.mean_shift(emb_d, fg_d, bandwidth=bandwidth, max_instances=max_instances)
-    if size not in compiled:  # the compile is reported on its own
+    if method == "seeds":
+      seed_d = jax.device_put(_ideal_seed_map(emb, truth))
+      fn = lambda: cluster.seed_clustering(
+          emb_d,
+          fg_d,
+          seed=seed_d,
+          bandwidth=bandwidth,
+          seed_threshold=SEED_THRESHOLD,
+          max_instances=max_instances,
+      )
+    else:
+      fn = lambda: cluster.mean_shift(emb_d, fg_d, bandwidth=bandwidth, max_instances=max_instances)
+    if (size, method) not in compiled:  # the compile is reported on its own
       jax.block_until_ready(fn())
-      compiled.add(size)
+      compiled.add((size, method))
     start = time.perf_counter()
     labels = np.asarray(jax.block_until_ready(fn()))
     seconds = time.perf_counter() - start
@@ -244,6 +268,37 @@ def main() -> None:
             for i in range(args.num_images)
         ]
         cells.append(f"{1e3 * np.mean(per_image):.1f}")
+      print(f"| {scenario} | {size} | " + " | ".join(cells) + " |", flush=True)
+
+  print(
+      f"\nours, method seeds (bandwidth {SEED_BANDWIDTH}, the seed map a perfect seed head "
+      "predicts) against mean shift (bandwidth 1.0): ms/image (median over rounds, mean over "
+      "images) and mean ARI:"
+  )
+  print("| layout | size | seeds ms | seeds ARI | mean shift ms | mean shift ARI |")
+  print("|---|---|---:|---:|---:|---:|")
+  for size in args.sizes:
+    for scenario in scenes.SCENARIOS:
+      cells = []
+      for method, bandwidth in (("seeds", SEED_BANDWIDTH), ("meanshift", 1.0)):
+        outs = [
+            [
+                ours.call(
+                    "run",
+                    scenario=scenario,
+                    size=size,
+                    num_images=args.num_images,
+                    seed=args.seed,
+                    index=i,
+                    bandwidth=bandwidth,
+                    method=method,
+                )
+                for _ in range(args.rounds)
+            ]
+            for i in range(args.num_images)
+        ]
+        ms = 1e3 * np.mean([np.median([o["s"] for o in per]) for per in outs])
+        cells += [f"{ms:.1f}", f"{np.mean([per[0]['ari'] for per in outs]):.3f}"]
       print(f"| {scenario} | {size} | " + " | ".join(cells) + " |", flush=True)
   ours.close()
 

@@ -6,19 +6,37 @@
         --config.data.manual_dir=../shared/data/cvppp_a1_train --mode=tune
 
 Against configs/cvppp.py: batches of 4 (twice the updates per pixel seen) and twice the peak
-learning rate. The model is configs/cvppp.py's, whose "pixels" position encoding (neighbouring
-leaves start apart in embedding space) came with this recipe; the recipe before (below) had
-neither it nor the higher learning rate.
+learning rate. The model is configs/cvppp.py's. Its seed head with "seeds" clustering is this
+recipe's latest change; its "pixels" position encoding (neighbouring leaves start apart in
+embedding space) the one before; the recipe before those (below) had neither, nor the higher
+learning rate.
 
-Measured 2026-12-05 on the project's 2-core x86_64 CPU machine (no GPU), nothing else running: 3800
-steps at 0.79 s/step, 50 min 24 s of wall clock including the final evaluation
-(benchmarks/holdout.sh; the machine ran the recipe before at the same 0.79 s/step that day, so the
-0.90 s/step below was a slower day, not a cheaper model). On the 20 held-out validation plants,
-through --mode=predict, the label PNGs scored on their 530x500 grid (benchmarks/holdout.py score):
-SBD 0.851, FBD 0.973, DiC -0.55, |DiC| 1.15 with the config's post-processing; SBD 0.855, FBD
-0.972, DiC -0.65, |DiC| 1.15 after --mode=tune on the 80 training plants
-(config.cluster.tune_split; it chose min_size 32, largest_piece and min_confidence 0.8). On those
-80 training plants the tuned model reads 0.865. More of the same steps does not help: 4200 steps
+Measured 2026-12-05 on the project's 2-core x86_64 CPU machine (no GPU): 3800 steps at 0.85 s/step,
+54 min 21 s of wall clock including the final evaluation (benchmarks/holdout.sh with
+--config.model.seed_head=True --config.cluster.method=seeds --config.loss.seed_sigma=0.2, now
+the config's; short tests shared the cores for about two of those minutes). On the 20 held-out
+validation plants, through --mode=predict, the label PNGs scored on their 530x500 grid
+(benchmarks/holdout.py score): SBD 0.854, FBD 0.974, DiC -0.40, |DiC| 0.80 with the config's
+post-processing (seed_threshold 0.2, bandwidth 2.0); SBD 0.857, FBD 0.976, DiC -0.40,
+|DiC| 0.80 after --mode=tune on the 80 training plants (config.cluster.tune_split, bandwidths
+1.2-3.0; it chose seed_threshold 0.2, bandwidth 2.0, flip_average and largest_piece; 0.863 on
+those plants). The training itself ran with seed_threshold 0.5 and bandwidth 1.0, where no seed
+reached the threshold (SBD 0 at its final evaluation): a trained seed head peaks at 0.3-0.4.
+On 8 training plants, untuned, the same model's embeddings read 0.863 with seeds (bandwidth 2.0,
+threshold 0.1-0.2) and 0.850 with mean shift (bandwidth 1.0).
+
+The seed head with seed_sigma 0.5 (3800 steps, 0.85 s/step, 54 min): every leaf pixel's target
+exp(-d^2 / 2 sigma^2) was 0.6-1, since the pull leaves pixels within 0.5 of their mean, and the
+map read 0.75-0.83 over whole leaves: it marked leaves, not centres. Its final evaluation (seed
+threshold 0.5, bandwidth 1.0) scored SBD 0.553, DiC +14.5; on 8 training plants seeds reached
+0.872 only at bandwidth 2.0, where mean shift read 0.871. Its tune was stopped for the
+sigma 0.2 run above.
+
+The recipe before the seed head (mean shift, bandwidth 1.0), measured 2026-12-05 alone on the
+machine: 3800 steps at 0.79 s/step, 50 min 24 s including the final evaluation. SBD 0.851, FBD
+0.973, DiC -0.55, |DiC| 1.15 with the config's post-processing; SBD 0.855, FBD 0.972, DiC -0.65,
+|DiC| 1.15 after the tune on the training plants (it chose min_size 32, largest_piece and
+min_confidence 0.8; 0.865 on those plants). More of the same steps does not help: 4200 steps
 (0.775 s/step, 55 min 9 s with the final evaluation, measured alone on 2026-12-05) scored SBD
 0.844, FBD 0.975, |DiC| 1.40 untuned and 0.848, FBD 0.976, DiC -0.65, |DiC| 1.45 after the tune
 (min_size 32, largest_piece, flip_average), while the training plants rose to 0.871: past 3800

@@ -108,9 +108,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.dice_weight = 0.0  # soft Dice loss added to the semantic cross-entropy
   config.loss.count_weight = 1.0  # weight of the counter head's loss (model.counter)
   config.loss.seed_weight = 1.0  # weight of the seed head's loss (model.seed_head)
-  # Seed target exp(-d^2 / (2 sigma^2)) at embedding distance d from the instance's mean; about
-  # pull_margin, the radius the pull leaves an instance's pixels in.
-  config.loss.seed_sigma = 0.5
+  # Seed target exp(-d^2 / (2 sigma^2)) at embedding distance d from the instance's mean. Well
+  # under pull_margin, which leaves an instance's pixels within 0.5: at sigma 0.5 every leaf
+  # pixel's target was 0.6-1 and the map marked leaves, not centres (configs/cvppp_cpu.py).
+  config.loss.seed_sigma = 0.2
 
   config.optim = ml_collections.ConfigDict()
   config.optim.name = "adam"  # a key of instseg_jax.optim.OPTIMIZERS
@@ -138,7 +139,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.cluster.method = "meanshift"  # a key of instseg_jax.cluster.METHODS
   # Mean shifts and seeds: about 2 * loss.pull_margin, one instance's radius in embedding space.
   config.cluster.bandwidth = 1.0
-  config.cluster.seed_threshold = 0.5  # seeds: the lowest seed score that starts an instance
+  # Seeds: the lowest seed score that starts an instance. A trained seed head (seed_sigma 0.2)
+  # peaks at 0.3-0.4 on leaves, not 1: its targets are 1 only where a pixel sits on the mean.
+  config.cluster.seed_threshold = 0.2
   config.cluster.num_clusters = 0  # kmeans: instances per image; 0 = the counter's prediction
   config.cluster.min_cluster_size = 20  # hdbscan: the smallest instance, in pixels
   config.cluster.min_size = 0  # drop instances under this many pixels (network's grid)

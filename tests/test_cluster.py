@@ -88,6 +88,8 @@ def test_empty_mask_gives_zeros(blobs):
   empty = np.zeros_like(mask)
   for method in cl.METHODS:
     options = {"num_clusters": 3} if method == "kmeans" else {}
+    if cl.METHODS[method].needs_seed:
+      options["seed"] = np.ones(mask.shape, np.float32)
     pred = cl.cluster(embeddings, empty, method=method, **options)
     assert pred.shape == mask.shape
     assert not np.asarray(pred).any(), method
@@ -196,6 +198,7 @@ def test_dispatch(blobs):
       "kmeans",
       "hdbscan",
       "sklearn_meanshift",
+      "seeds",
   }
   with pytest.raises(ValueError, match="fast_meanshift.*kmeans.*meanshift"):
     cl.cluster(embeddings, mask, method="dbscan")
