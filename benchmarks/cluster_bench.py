@@ -146,6 +146,22 @@ def sklearn_child() -> None:
   driver.serve({"run": run})
 
 
+def _run_image(
+    child: driver.Child, args, scenario: str, size: int, index: int, bandwidth: float, **extra
+) -> dict:
+  """One clustering of image `index` of a case by `child` (its "run" result)."""
+  return child.call(
+      "run",
+      scenario=scenario,
+      size=size,
+      num_images=args.num_images,
+      seed=args.seed,
+      index=index,
+      bandwidth=bandwidth,
+      **extra,
+  )
+
+
 def compare(
     ours: driver.Child, peer: driver.Child, args, scenario: str, size: int, bandwidth: float
 ) -> dict:
@@ -159,15 +175,7 @@ def compare(
     for i in range(args.num_images):
       order = [("ours", ours), ("sklearn", peer)]
       for name, child in order if (r + i) % 2 == 0 else order[::-1]:
-        out = child.call(
-            "run",
-            scenario=scenario,
-            size=size,
-            num_images=args.num_images,
-            seed=args.seed,
-            index=i,
-            bandwidth=bandwidth,
-        )
+        out = _run_image(child, args, scenario, size, i, bandwidth)
         times[name][i].append(out["s"])
         results[name, i] = out
   median = {name: np.array([np.median(t) for t in per_image]) for name, per_image in times.items()}
@@ -187,6 +195,29 @@ def compare(
       ],
       "fg": [results["ours", i]["fg"] for i in range(args.num_images)],
   }
+
+
+def _ours_runs(
+    ours: driver.Child,
+    args,
+    scenario: str,
+    size: int,
+    bandwidth: float,
+    method: str = "meanshift",
+) -> list[list[dict]]:
+  """Ours alone on each image of a case, args.rounds times: results per image, per round."""
+  return [
+      [
+          _run_image(ours, args, scenario, size, i, bandwidth, method=method)
+          for _ in range(args.rounds)
+      ]
+      for i in range(args.num_images)
+  ]
+
+
+def _ms_per_image(outs: list[list[dict]]) -> float:
+  """Milliseconds per image: the median over rounds of each image, averaged over the images."""
+  return 1e3 * float(np.mean([np.median([o["s"] for o in per]) for per in outs]))
 
 
 def main() -> None:
@@ -250,24 +281,7 @@ def main() -> None:
     for scenario in scenes.SCENARIOS:
       cells = []
       for bandwidth in SWEEP:
-        per_image = [
-            np.median(
-                [
-                    ours.call(
-                        "run",
-                        scenario=scenario,
-                        size=size,
-                        num_images=args.num_images,
-                        seed=args.seed,
-                        index=i,
-                        bandwidth=bandwidth,
-                    )["s"]
-                    for _ in range(args.rounds)
-                ]
-            )
-            for i in range(args.num_images)
-        ]
-        cells.append(f"{1e3 * np.mean(per_image):.1f}")
+        cells.append(f"{_ms_per_image(_ours_runs(ours, args, scenario, size, bandwidth)):.1f}")
       print(f"| {scenario} | {size} | " + " | ".join(cells) + " |", flush=True)
 
   print(
@@ -281,24 +295,8 @@ def main() -> None:
     for scenario in scenes.SCENARIOS:
       cells = []
       for method, bandwidth in (("seeds", SEED_BANDWIDTH), ("meanshift", 1.0)):
-        outs = [
-            [
-                ours.call(
-                    "run",
-                    scenario=scenario,
-                    size=size,
-                    num_images=args.num_images,
-                    seed=args.seed,
-                    index=i,
-                    bandwidth=bandwidth,
-                    method=method,
-                )
-                for _ in range(args.rounds)
-            ]
-            for i in range(args.num_images)
-        ]
-        ms = 1e3 * np.mean([np.median([o["s"] for o in per]) for per in outs])
-        cells += [f"{ms:.1f}", f"{np.mean([per[0]['ari'] for per in outs]):.3f}"]
+        outs = _ours_runs(ours, args, scenario, size, bandwidth, method)
+        cells += [f"{_ms_per_image(outs):.1f}", f"{np.mean([per[0]['ari'] for per in outs]):.3f}"]
       print(f"| {scenario} | {size} | " + " | ".join(cells) + " |", flush=True)
   ours.close()
 
