@@ -24,6 +24,23 @@ those plants). The training itself ran with seed_threshold 0.5 and bandwidth 1.0
 reached the threshold (SBD 0 at its final evaluation): a trained seed head peaks at 0.3-0.4.
 On 8 training plants, untuned, the same model's embeddings read 0.863 with seeds (bandwidth 2.0,
 threshold 0.1-0.2) and 0.850 with mean shift (bandwidth 1.0).
+The same model tuned again 2026-12-06 with the seed map averaged over flips (flip_average) and
+the finer seed thresholds of tune.SEED_THRESHOLDS: it chose seed_threshold 0.15, bandwidth 2.0,
+flip_average, largest_piece and min_confidence 0.8, 0.871 on the training plants (0.863
+before); on the 20 validation plants SBD 0.856, FBD 0.976, DiC -0.05, |DiC| 0.95. On 40
+training plants the flipped seed map gains 0.003-0.005 at every threshold; on unseen plants
+nothing. Where the seeds lose leaves (those 40 plants, 136 leaves under 150 pixels of the
+network's grid): 44 end up under half of the instance they fall in, and 36 of those have a seed
+of 0.2 or more; a neighbour's centre within the bandwidth took them. Neither a tighter radius
+for high seeds (0.79-0.86 against 0.872) nor the seed map's local maxima in the image as
+starts (0.83-0.87) does better.
+
+The seed head's target centred on each leaf's middle in the image instead of its mean embedding
+(loss.seed_target "centroid", seed_sigma 0.5 of the leaf's radius, cluster.bandwidth 1.5;
+2026-12-06, 3800 steps, 55 min 24 s with the final evaluation, alone): every leaf's map peaks
+near 1, but the tune on train (0.872; seed_threshold 0.2, bandwidth 1.875, min_size 32,
+fill_unclustered, flip_average, largest_piece) gives SBD 0.850, FBD 0.974, DiC -0.05, |DiC| 1.05
+on the validation plants: not adopted.
 
 The seed head with seed_sigma 0.5 (3800 steps, 0.85 s/step, 54 min): every leaf pixel's target
 exp(-d^2 / 2 sigma^2) was 0.6-1, since the pull leaves pixels within 0.5 of their mean, and the

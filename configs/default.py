@@ -108,9 +108,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.dice_weight = 0.0  # soft Dice loss added to the semantic cross-entropy
   config.loss.count_weight = 1.0  # weight of the counter head's loss (model.counter)
   config.loss.seed_weight = 1.0  # weight of the seed head's loss (model.seed_head)
-  # Seed target exp(-d^2 / (2 sigma^2)) at embedding distance d from the instance's mean. Well
-  # under pull_margin, which leaves an instance's pixels within 0.5: at sigma 0.5 every leaf
-  # pixel's target was 0.6-1 and the map marked leaves, not centres (configs/cvppp_cpu.py).
+  # The seed head's centre (losses.seed.SEED_TARGETS): "embedding", the instance's mean embedding,
+  # or "centroid", its middle in the image.
+  config.loss.seed_target = "embedding"
+  # Seed target exp(-d^2 / (2 sigma^2)). "embedding": d the embedding distance from the instance's
+  # mean; well under pull_margin, which leaves an instance's pixels within 0.5: at sigma 0.5 every
+  # leaf pixel's target was 0.6-1 and the map marked leaves, not centres (configs/cvppp_cpu.py).
+  # "centroid": d the image distance from its centroid over the instance's radius.
   config.loss.seed_sigma = 0.2
 
   config.optim = ml_collections.ConfigDict()

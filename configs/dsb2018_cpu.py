@@ -72,6 +72,17 @@ steps (2026-12-05, 52 min 48 s with the final evaluation, its first 100 steps be
 tune, then 1.3-1.4 s/step alone): accuracy@0.5 0.653 before tuning, 0.713 after the tune on train
 (precision 0.867, recall 0.800, PQ 0.705, SBD 0.804, |DiC| 5.15; it chose bandwidth 0.8,
 fg_threshold 0.6, min_size 16, flip_average, largest_piece and min_confidence 0.75).
+Nor, as far as measured, does the leaves recipe's seed head (model.seed_head, cluster.method
+"seeds", its target the nearness to a nucleus's mean embedding, loss.seed_sigma 0.2) with
+cluster.bandwidth 0.8 (2026-12-06, 1800 steps, 50 min 44 s with the final evaluation, alone but
+for 15 minutes of tests beside it): its final evaluation, at seed_threshold 0.2, read
+accuracy@0.5 0.424, SBD 0.630, with 384 instances (the cap) in five images: nuclei split into
+several seeds each. Its tune was stopped after 5 minutes for the leaves trial. On the first 40
+tune images (train), with the shipped tune's other choices: seeds at threshold 0.3 and bandwidth
+0.8 accuracy@0.5 0.534 (0.35 at bandwidth 0.6), at 0.45 or above 0.18 or less (the map peaks
+under 0.45 in most nuclei), against 0.680 for mean shift at bandwidth 0.8 on the same model's
+embeddings: not adopted. A target at each nucleus's middle in the image (loss.seed_target
+"centroid") is untried on nuclei.
 """
 
 from configs import dsb2018

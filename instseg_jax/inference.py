@@ -7,7 +7,7 @@ image goes through the same steps:
    (config.data.size_mode and image_size, with the code the training pipeline uses) and padded
    to a multiple of the network's stride;
 2. the fully convolutional network runs on the whole padded image (`Segmenter.network`), the
-   foreground probability optionally averaged over flips;
+   foreground probability and seed map optionally averaged over flips;
 3. `postprocess`: the foreground embeddings are clustered at the network's grid, small fragments
    dropped (and optionally given to their nearest instance), and the labels are brought back
    onto the image's own grid, where the foreground is the upsampled probability over the
@@ -150,8 +150,8 @@ class PostProcess:
     fill_unclustered: dropped (or noise) foreground pixels join their nearest instance in the
       image instead of becoming background.
     max_instances: the most instances one image can hold.
-    flip_average: the foreground probability is the mean over the image and its two flips
-      (the network runs three times).
+    flip_average: the foreground probability and the seed map are the means over the image and
+      its two flips (the network runs three times).
     largest_piece: an instance split into pieces on the image's grid keeps only its largest
       (4-connected) piece; the others become background.
     min_confidence: an instance whose mean foreground probability (on the image's grid) is
@@ -200,22 +200,26 @@ class PostProcess:
 def network_outputs(
     params, images: jax.Array, *, apply_fn, flip_average: bool
 ) -> dict[str, jax.Array]:
-  """predict_step, with the foreground optionally averaged over left-right and up-down flips.
+  """predict_step, with the per-pixel maps optionally averaged over left-right and up-down flips.
 
-  Only the semantic head is averaged: an embedding's coordinates are free up to the instance,
-  so the embeddings of a flipped image need not match those of the original.
+  The semantic head and the seed head are averaged: both score a pixel, whichever way up the
+  image is. The embeddings are not: an embedding's coordinates are free up to the instance, so
+  those of a flipped image need not match those of the original.
   """
   outputs = train_step.predict_step(params, images, apply_fn=apply_fn, fg_threshold=0.5)
   if not flip_average:
     return outputs
-  probabilities = [outputs["probabilities"]]
+  averaged = [name for name in ("probabilities", "seed") if name in outputs]
+  sums = {name: outputs[name] for name in averaged}
   for axis in (1, 2):
     flipped = train_step.predict_step(
         params, jax.numpy.flip(images, axis), apply_fn=apply_fn, fg_threshold=0.5
     )
-    probabilities.append(jax.numpy.flip(flipped["probabilities"], axis))
-  mean = sum(probabilities) / len(probabilities)
-  return dict(outputs, **train_step.semantic_outputs(mean, fg_threshold=0.5))
+    for name in averaged:
+      sums[name] = sums[name] + jax.numpy.flip(flipped[name], axis)
+  means = {name: total / 3.0 for name, total in sums.items()}
+  semantic = train_step.semantic_outputs(means.pop("probabilities"), fg_threshold=0.5)
+  return dict(outputs, **semantic, **means)
 
 
 class Segmenter:

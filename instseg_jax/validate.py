@@ -82,6 +82,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
     _choice(config, "data.builder_config", builders.builder_config_names(config.data.name))
   pipeline.size_mode(config)
   _choice(config, "data.normalize", transforms.INTENSITY_NORMALIZATIONS)
+  _choice(config, "loss.seed_target", losses.SEED_TARGETS)
   # The owners of these choices check them as they build from the config, naming the valid
   # ones: the model (name, dtype, norm, cell, position_encoding), the optimizer and its
   # schedule, the clustering method. Built here, a wrong name fails before any work.

@@ -152,20 +152,27 @@ def test_native_geometry_normalizes_the_whole_image_as_training_does():
   np.testing.assert_array_equal(padded[30:], 0.0)
 
 
-def test_flip_averaging_averages_the_foreground_of_the_image_and_its_flips():
+def test_flip_averaging_averages_the_foreground_and_seeds_of_the_image_and_its_flips():
   def apply_fn(variables, images):
     del variables
-    # Not flip-equivariant: the logit grows along x.
-    logits = jnp.broadcast_to(
-        jnp.arange(images.shape[2], dtype=jnp.float32)[None, None, :, None], images.shape[:3] + (1,)
-    )
-    return {"embedding": images, "semantic_logits": jnp.concatenate([-logits, logits], -1)}
+    # Not flip-equivariant: the logits grow along x (foreground) and along y (seeds).
+    x = jnp.arange(images.shape[2], dtype=jnp.float32)[None, None, :]
+    y = jnp.arange(images.shape[1], dtype=jnp.float32)[None, :, None]
+    logits = jnp.broadcast_to(x, images.shape[:3])[..., None]
+    return {
+        "embedding": images,
+        "semantic_logits": jnp.concatenate([-logits, logits], -1),
+        "seed_logits": jnp.broadcast_to(y - 1.0, images.shape[:3]),
+    }
 
   images = jnp.zeros((1, 2, 3, 3))
   plain = inference.network_outputs({}, images, apply_fn=apply_fn, flip_average=False)
   mean = inference.network_outputs({}, images, apply_fn=apply_fn, flip_average=True)
   expected = (2 * plain["foreground"] + plain["foreground"][:, :, ::-1]) / 3
   np.testing.assert_allclose(mean["foreground"], expected, rtol=1e-6)
+  expected_seed = (2 * plain["seed"] + plain["seed"][:, ::-1, :]) / 3
+  np.testing.assert_allclose(mean["seed"], expected_seed, rtol=1e-6)
+  assert not np.allclose(mean["seed"], plain["seed"])
   np.testing.assert_array_equal(mean["embedding"], plain["embedding"])
 
 
@@ -342,10 +349,14 @@ def test_evaluate_predict_and_a_bundle_give_the_same_labels(run, size_mode, tmp_
     np.testing.assert_array_equal(from_bundle[stem], labels)
 
 
-def test_tuned_post_processing_is_stored_and_used_by_evaluate_and_export(folder_run, tmp_path):
+def test_tuned_post_processing_is_stored_and_used_by_evaluate_and_export(
+    folder_run, tmp_path, capsys
+):
   config, workdir, _ = folder_run
   result = tune.tune(config, workdir)
   assert result["after"]["SBD"] >= result["before"]["SBD"]
+  # The trials show their progress, as the network's pass over the images does.
+  assert f"tune: {result['trials']} trials" in capsys.readouterr().err
   with open(os.path.join(workdir, tune.TUNED_FILE)) as f:
     assert json.load(f)["cluster"] == result["cluster"]
   summary = evaluate.evaluate(config, workdir, verbose=False)

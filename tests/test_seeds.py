@@ -28,6 +28,28 @@ def test_seed_targets_fall_off_with_the_distance_from_the_instance_mean():
   np.testing.assert_array_equal(valid[0, 0], [True, True, True, True, False])
 
 
+def test_centroid_targets_peak_at_one_in_the_middle_of_every_instance_whatever_its_size():
+  labels = np.zeros((1, 12, 12), np.int32)
+  labels[0, 1:4, 1:4] = 1  # 3x3: radius sqrt(9 / pi), centroid at (2, 2)
+  labels[0, 5:12, 4:11] = 2  # 7x7, centroid at (8, 7)
+  rng = np.random.default_rng(0)
+  embeddings = jnp.asarray(rng.normal(size=(1, 12, 12, 4)), jnp.float32)  # they play no part
+  targets, valid = seed_lib.seed_targets(
+      embeddings, jnp.asarray(labels), sigma=0.5, max_instances=4, target="centroid"
+  )
+  targets = np.asarray(targets[0])
+  assert targets[2, 2] == pytest.approx(1.0) and targets[8, 7] == pytest.approx(1.0)
+  # A corner of the small one, sqrt(2) from its centroid: exp(-2 / (2 * 0.5^2 * 9 / pi)).
+  assert targets[1, 1] == pytest.approx(np.exp(-2.0 / (2 * 0.25 * 9 / np.pi)), rel=1e-5)
+  # The same image distance is nearer the middle of the larger one.
+  assert targets[7, 6] == pytest.approx(np.exp(-2.0 / (2 * 0.25 * 49 / np.pi)), rel=1e-5)
+  assert np.all(targets[labels[0] == 0] == 0) and np.all(np.asarray(valid))
+  with pytest.raises(ValueError, match="seed target 'middle'"):
+    seed_lib.seed_targets(
+        embeddings, jnp.asarray(labels), sigma=0.5, max_instances=4, target="middle"
+    )
+
+
 def test_seed_loss_is_smallest_at_the_targets_and_leaves_the_embeddings_alone():
   rng = np.random.default_rng(0)
   embeddings = jnp.asarray(rng.normal(size=(2, 6, 6, 3)), jnp.float32)
@@ -98,16 +120,19 @@ def test_the_seed_head_is_an_output_only_when_asked_for():
   model = models.create_model(config)
   outputs = model.apply(model.init(jax.random.key(0), images), images)
   assert outputs["seed_logits"].shape == (2, 32, 32)
-  total, metrics = losses.total_loss(
-      outputs,
-      {
-          "instances": jnp.ones((2, 32, 32), jnp.int32),
-          "semantic": jnp.ones((2, 32, 32), jnp.int32),
-          "num_instances": jnp.ones((2,), jnp.int32),
-      },
-      config,
-  )
+  batch = {
+      "instances": jnp.ones((2, 32, 32), jnp.int32),
+      "semantic": jnp.ones((2, 32, 32), jnp.int32),
+      "num_instances": jnp.ones((2,), jnp.int32),
+  }
+  total, metrics = losses.total_loss(outputs, batch, config)
   assert np.isfinite(total) and metrics["seed"] > 0
+  config.loss.seed_target = "centroid"
+  _, centroid_metrics = losses.total_loss(outputs, batch, config)
+  assert centroid_metrics["seed"] != metrics["seed"]
+  config.loss.seed_target = "middle"
+  with pytest.raises(validate.ConfigError, match="config.loss.seed_target"):
+    validate.validate(config, num_devices=8)
 
 
 def test_seed_clustering_needs_the_seed_head():

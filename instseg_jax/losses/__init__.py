@@ -13,6 +13,7 @@ from instseg_jax.losses.discriminative import (
     check_max_instances,
     discriminative_loss,
 )
+from instseg_jax.losses.seed import SEED_TARGETS
 from instseg_jax.losses.seed import seed_loss
 from instseg_jax.losses.semantic import semantic_loss
 
@@ -22,6 +23,7 @@ __all__ = [
     "counting_loss",
     "discriminative_loss",
     "discriminative_options",
+    "SEED_TARGETS",
     "seed_loss",
     "semantic_loss",
     "total_loss",
@@ -129,6 +131,7 @@ def total_loss(
         sigma=loss_cfg.seed_sigma,
         max_instances=config.data.max_instances,
         ignore_label=options["ignore_label"],
+        target=loss_cfg.seed_target,
     )
     loss = loss + loss_cfg.seed_weight * seed
     metrics["seed"] = seed
