@@ -35,6 +35,13 @@ of 0.2 or more; a neighbour's centre within the bandwidth took them. Neither a t
 for high seeds (0.79-0.86 against 0.872) nor the seed map's local maxima in the image as
 starts (0.83-0.87) does better.
 
+Half the pixels per embedding unit (model.pixels_per_unit 16: neighbouring leaves start twice as
+far apart; 2026-12-06, 3800 steps, 64 min 9 s with the final evaluation on a day the machine ran
+1.0 s/step alone, against 0.85 the day before, so the same computation as the recipe's 54
+minutes): the tune on train (0.869; seed_threshold 0.1, bandwidth 2.0, min_size 32,
+largest_piece, min_confidence 0.8) gives SBD 0.856, FBD 0.974, DiC 0.0, |DiC| 0.90 on the
+validation plants: the recipe's SBD, and the count within the noise of a second run. Not adopted.
+
 The seed head's target centred on each leaf's middle in the image instead of its mean embedding
 (loss.seed_target "centroid", seed_sigma 0.5 of the leaf's radius, cluster.bandwidth 1.5;
 2026-12-06, 3800 steps, 55 min 24 s with the final evaluation, alone): every leaf's map peaks

@@ -83,6 +83,18 @@ tune images (train), with the shipped tune's other choices: seeds at threshold 0
 under 0.45 in most nuclei), against 0.680 for mean shift at bandwidth 0.8 on the same model's
 embeddings: not adopted. A target at each nucleus's middle in the image (loss.seed_target
 "centroid") is untried on nuclei.
+
+Tried 2026-12-06: the push term of each nucleus averaged over the neighbours nearer than the push
+margin instead of over all C - 1 other nuclei (a trial build of the loss, since removed). In a crop
+of a hundred nuclei the few touching neighbours' push is otherwise divided by C (C - 1) beside a
+pull divided by C, and merged neighbours are the largest error: 381 of the shipped model's 815
+missed nuclei lie mostly inside a prediction that also covers another nucleus, 266 are missed
+as background. 1800 steps, 52 min 16 s with the final evaluation (its first 10 minutes beside
+another job's tune). Accuracy@0.5 0.551, DiC +13.3 before tuning (bandwidth 1.0 splits nuclei
+now further apart); the tune on train chose bandwidth 1.5 (0.725 on those images, 0.727 for the
+shipped model) and on the validation images gave accuracy@0.5 0.684, F1 0.812, SBD 0.793, FBD
+0.890, |DiC| 5.3 (TP 3667, FP 775, FN 923), against 0.735: the stronger push costs the
+foreground (FBD 0.909 -> 0.890). Not adopted.
 """
 
 from configs import dsb2018
