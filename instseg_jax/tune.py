@@ -174,8 +174,8 @@ def tune(config: ml_collections.ConfigDict, workdir: str, *, params=None) -> dic
 
   grid = candidates(config)
   start = segmenter.postprocess
-  best, _ = coordinate_ascent(objective, start, grid)
-  trials.close()
+  with trials:  # closed, and the bar's line ended, also when a trial raises
+    best, _ = coordinate_ascent(objective, start, grid)
   result = {
       "step": (evaluate.checkpoint_in_use(config, workdir) or (None, None))[1],
       "split": config.data.eval_split,
