@@ -133,6 +133,9 @@ def main(argv):
       print(f"exported to {bundle}; use it with --model={bundle}", flush=True)
   except validate.ConfigError as error:
     fail(str(error))
+  except train.StoppedError as stopped:
+    # Its message is printed; the status tells scripts and schedulers the run is unfinished.
+    sys.exit(stopped.exit_code)
   except (FileNotFoundError, train.NonFiniteLossError, data.DataError) as error:
     # Conditions the user can act on: no traceback, one line, a non-zero exit.
     print(f"error: {error}", file=sys.stderr, flush=True)

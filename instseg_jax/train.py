@@ -29,6 +29,21 @@ class NonFiniteLossError(RuntimeError):
   """Training met a non-finite loss or gradient and stopped."""
 
 
+class StoppedError(Exception):
+  """Training stopped on a signal before its last step, after saving a checkpoint.
+
+  Raised rather than returned so that nothing downstream (a script's next command, a scheduler
+  that restarts failed jobs) takes an unfinished run for a finished one.
+  """
+
+  def __init__(self, message: str, stopped_by: str):
+    super().__init__(message)
+    # The shell's status for a process ended by that signal; a stop asked by another process
+    # (multi-host) reads as SIGTERM, what preemption sends.
+    known = stopped_by in signal.Signals.__members__
+    self.exit_code = 128 + int(signal.Signals[stopped_by] if known else signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def stop_requests():
   """Turns SIGTERM/SIGINT into a flag the loop polls between steps.
@@ -202,7 +217,10 @@ def _with_pretrained_encoder(
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
   """Trains to config.train.num_steps (resuming from workdir), then evaluates.
 
-  Returns the evaluation summary, or None when training stopped on a signal.
+  Returns the evaluation summary on process 0 (None on the others).
+
+  Raises:
+    StoppedError: a signal stopped training; the checkpoint it saved resumes it.
   """
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
@@ -331,14 +349,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
     profile.stop()
     writer.close()
   checkpointer.wait()
+  stop_message = _stop_message(stopped_by, int(state.step), checkpointer) if stopped_by else ""
   if stopped_by:
-    print(_stop_message(stopped_by, int(state.step), checkpointer), flush=True)
+    print(stop_message, flush=True)
   checkpointer.close()
   best.close()
   if start_step < num_steps:
     say(f"time: {timer.summary()}")
   if stopped_by:
-    return None
+    raise StoppedError(stop_message, stopped_by)
   # Every process: opening checkpoint folders is a collective under orbax.
   in_use = evaluate.checkpoint_in_use(config, workdir)
   if jax.process_index() != 0:

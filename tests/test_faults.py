@@ -94,7 +94,9 @@ def test_sigterm_during_a_logging_fetch_saves_the_step_and_says_so(
 
   monkeypatch.setattr(parallel, "to_host", fetch_then_signal)
   workdir = str(tmp_path)
-  assert train.train_and_evaluate(_config(data_dir), workdir) is None
+  with pytest.raises(train.StoppedError) as stopped:
+    train.train_and_evaluate(_config(data_dir), workdir)
+  assert stopped.value.exit_code == 128 + signal.SIGTERM
   saved = _latest(workdir)
   assert saved is not None and saved >= 3
   out = capsys.readouterr().out
@@ -131,7 +133,8 @@ def test_sigterm_at_20_random_moments_always_leaves_a_checkpoint_that_resumes(
     # makes one step every 0.1 s: the moments fall in the first ten steps of each run.
     delay = float(rng.uniform(0.0, 1.5))
     monkeypatch.setattr(train, "stop_requests", lambda d=delay: _sigterm_after(d))
-    assert train.train_and_evaluate(config, workdir) is None, f"run {attempt} did not stop"
+    with pytest.raises(train.StoppedError):  # Every run stops on its signal.
+      train.train_and_evaluate(config, workdir)
     out = capsys.readouterr().out
     saved = _latest(workdir)
     assert saved is not None and saved > previous, (attempt, delay, out)
@@ -159,7 +162,9 @@ def test_a_stop_agreed_with_other_processes_saves_and_stops_every_process(
 
   monkeypatch.setattr(parallel, "any_process", another_process_stops)
   workdir = str(tmp_path)
-  assert train.train_and_evaluate(_config(data_dir), workdir) is None
+  with pytest.raises(train.StoppedError) as stopped:
+    train.train_and_evaluate(_config(data_dir), workdir)
+  assert stopped.value.exit_code == 128 + signal.SIGTERM  # What preemption would have sent.
   assert not any(agreed)  # No signal came to this process.
   assert _latest(workdir) == 3  # The data-prepared agreement was the first one.
   assert "checkpoint of step 3 saved in" in capsys.readouterr().out

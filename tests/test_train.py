@@ -170,7 +170,8 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run_bitwise(tmp_path, data
   ), "the run ended before it could be interrupted"
   process.send_signal(signal.SIGTERM)
   stdout, _ = process.communicate(timeout=120)
-  assert process.returncode == 0
+  # Unfinished, so not 0: a script's next command (tune, predict) must not run on it.
+  assert process.returncode == 128 + signal.SIGTERM
   assert "Stopped by SIGTERM" in stdout and "resume" in stdout
   stopped_at = checkpoint.Checkpointer(interrupted).latest_step()
   assert 5 <= stopped_at < 40
