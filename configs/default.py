@@ -40,6 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.aug_brightness = 0.2  # colour jitter: brightness shift drawn from [-x, x]
   config.data.aug_contrast = 0.2  # colour jitter: contrast factor from [1 - x, 1 + x]
   config.data.aug_saturation = 0.0  # colour jitter: saturation factor from [1 - x, 1 + x]
+  config.data.aug_gamma = 0.0  # colour jitter first: intensities ** exp(U(-x, x)); 0 = off
   config.data.aug_hflip = True  # random left-right flips
   config.data.aug_vflip = True  # random up-down flips (off for street scenes)
   config.data.aug_rot90 = True  # random quarter turns (only 0/180 when H != W)

@@ -190,6 +190,7 @@ def test_restored_iterator_continues_exactly_on_folder_data(folder_data):
       batch_size=1,
       skip_bad_examples=True,
       aug_saturation=0.3,
+      aug_gamma=0.3,
   )
   _assert_a_restored_iterator_continues_exactly(config, None, consumed=3)
 

@@ -204,6 +204,30 @@ def test_saturation_jitter_keeps_grey_grey():
   assert not np.allclose(spread, 0.6) and np.allclose(out["image"].mean(-1), 0.5, atol=1e-6)
 
 
+def test_gamma_jitter_changes_dim_to_bright_ratio_keeping_black_and_white():
+  levels = np.array([0.0, 0.1, 0.5, 1.0], np.float32)
+  image = {"image": np.broadcast_to(levels[:, None, None], (4, 2, 3)).copy()}
+  ratios = []
+  for seed in range(20):
+    out = transforms.color_jitter(
+        image, np.random.default_rng(seed), brightness=0.0, contrast=0.0, gamma=0.5
+    )["image"][:, 0, 0]
+    np.testing.assert_allclose(out[[0, 3]], [0.0, 1.0], atol=1e-6)
+    exponent = np.log(out[2]) / np.log(0.5)  # the drawn gamma, read back from mid grey
+    assert np.exp(-0.5) - 1e-5 <= exponent <= np.exp(0.5) + 1e-5
+    np.testing.assert_allclose(out[1], 0.1**exponent, rtol=1e-5)  # one gamma for the image
+    ratios.append(out[1] / out[2])
+  assert min(ratios) < 0.2 * 0.9 and max(ratios) > 0.2 * 1.1  # both ways around 0.1 / 0.5
+
+
+def test_gamma_jitter_off_draws_no_number():
+  image = {"image": np.full((4, 4, 3), 0.3, np.float32)}
+  rng_off, rng_before = np.random.default_rng(5), np.random.default_rng(5)
+  transforms.color_jitter(image, rng_off, gamma=0.0)
+  rng_before.uniform(size=2)  # brightness and contrast only
+  assert rng_off.uniform() == rng_before.uniform()
+
+
 def test_nuclei_normalization_makes_stained_and_fluorescent_images_alike():
   rng = np.random.default_rng(0)
   nuclei = np.zeros((40, 40), bool)

@@ -329,6 +329,7 @@ def augment_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
       "brightness": float(data.aug_brightness),
       "contrast": float(data.aug_contrast),
       "saturation": float(data.aug_saturation),
+      "gamma": float(data.aug_gamma),
       "foreground_crop": float(data.aug_foreground_crop),
       "label_fill": _label_fill(config),
   }

@@ -411,14 +411,19 @@ def color_jitter(
     brightness: float = 0.2,
     contrast: float = 0.2,
     saturation: float = 0.0,
+    gamma: float = 0.0,
 ) -> Example:
-  """Random brightness, contrast and saturation.
+  """Random gamma, brightness, contrast and saturation.
 
-  Brightness is shifted by U(-b, b), contrast scaled by U(1 - c, 1 + c) about
-  the image mean, saturation by U(1 - s, 1 + s) about each pixel's grey
-  value. saturation=0 draws no number, so older random streams stay the same.
+  Intensities in [0, 1] are first raised to exp(U(-g, g)) (0 and 1 stay put,
+  the ratio of dim to bright objects changes); then brightness is shifted by
+  U(-b, b), contrast scaled by U(1 - c, 1 + c) about the image mean, saturation
+  by U(1 - s, 1 + s) about each pixel's grey value. gamma=0 and saturation=0
+  draw no number, so older random streams stay the same.
   """
   image = to_float(example)["image"]
+  if gamma > 0:
+    image = np.power(np.clip(image, 0.0, 1.0), np.exp(rng.uniform(-gamma, gamma)))
   delta = rng.uniform(-brightness, brightness)
   factor = rng.uniform(1.0 - contrast, 1.0 + contrast)
   mean = image.mean()
@@ -472,6 +477,7 @@ def augment(
     brightness: float = 0.2,
     contrast: float = 0.2,
     saturation: float = 0.0,
+    gamma: float = 0.0,
     label_fill: int = 0,
     foreground_crop: float = 0.0,
 ) -> Example:
@@ -496,6 +502,7 @@ def augment(
     brightness: see `color_jitter`.
     contrast: see `color_jitter`.
     saturation: see `color_jitter`.
+    gamma: see `color_jitter`.
     label_fill: label of pixels from outside the image.
     foreground_crop: see `random_scale_crop`.
   """
@@ -519,4 +526,5 @@ def augment(
       brightness=brightness,
       contrast=contrast,
       saturation=saturation,
+      gamma=gamma,
   )
