@@ -50,7 +50,8 @@ def get_config() -> ml_collections.ConfigDict:
   # keeping the aspect (padded), or crop at its "native" scale.
   config.data.size_mode = "stretch"
   # Per-image intensities, in training and inference alike: a key of
-  # data.transforms.INTENSITY_NORMALIZATIONS ("nuclei": grey, dark background).
+  # data.transforms.INTENSITY_NORMALIZATIONS ("nuclei": grey, dark background; "nuclei_local":
+  # that grey, it stretched locally, and the stain's hue).
   config.data.normalize = "none"
   config.data.ignore_label = -1  # label of pixels the losses skip (VOC void, COCO crowd)
   # Pixels from outside the image (padding, rotation corners) get ignore_label, not 0.

@@ -246,6 +246,35 @@ def test_nuclei_normalization_makes_stained_and_fluorescent_images_alike():
     assert out[nuclei].mean() > 0.9 and out[~nuclei].mean() < 0.1
 
 
+def test_nuclei_local_normalization_brightens_dim_nuclei_far_from_bright_ones():
+  rng = np.random.default_rng(0)
+  bright = np.zeros((200, 200), bool)
+  dim = np.zeros_like(bright)
+  bright[20:32, 20:32] = bright[20:32, 50:62] = True
+  dim[160:172, 160:172] = True
+  image = np.where(bright, 200, np.where(dim, 40, 5)) + rng.integers(0, 3, bright.shape)
+  image = np.repeat(image[..., None], 3, axis=-1).astype(np.uint8)
+  out = transforms.normalize_intensity(image, "nuclei_local")
+  assert out.dtype == np.float32 and out.shape == (200, 200, 3)
+  np.testing.assert_array_equal(
+      out[..., 0], transforms.normalize_intensity(image, "nuclei")[..., 0]
+  )
+  assert out[..., 0][dim].mean() < 0.25  # the global stretch leaves it dim
+  assert out[..., 1][dim].mean() > 0.6 and out[..., 1][bright].mean() > 0.9
+  background = ~(bright | dim)
+  assert out[..., 1][background].mean() < 0.1  # empty background is not blown up
+  np.testing.assert_array_equal(out[..., 2], 0.0)  # grey: no stain channel
+
+
+def test_nuclei_local_normalization_marks_the_stain_hue_of_coloured_images():
+  nuclei = np.zeros((40, 40), bool)
+  nuclei[5:15, 5:15] = nuclei[25:35, 20:30] = True
+  # Hematoxylin's blue-purple nuclei on eosin's pink.
+  stained = np.where(nuclei[..., None], [90, 40, 120], [240, 180, 200]).astype(np.uint8)
+  hue = transforms.normalize_intensity(stained, "nuclei_local")[..., 2]
+  assert hue[nuclei].mean() > 0.9 and hue[~nuclei].mean() < 0.1
+
+
 def test_percentile_normalization_stretches_each_channel_and_none_keeps_the_image():
   image = (
       np.stack(
