@@ -5,7 +5,21 @@
     python -m instseg_jax.main --config=configs/dsb2018_cpu.py --workdir=runs/dsb2018_cpu \
         --config.data.manual_dir=../shared/data/dsb2018 --mode=tune
 
-Measured 2026-12-05 on the project's 2-core x86_64 CPU machine (no GPU), with loss.dice_weight 1.0
+Measured 2026-12-06 on the project's 2-core x86_64 CPU machine (no GPU), as set below
+(data.normalize "nuclei_local", 2200 steps): 57 min 37 s of wall clock with the dataset build and
+the final evaluation, its first 400 steps (18 min, 2.8 s/step) beside another job's tune, then
+1.1-1.5 s/step alone (the same 2200 steps under "nuclei" took 50 min 47 s alone). On the 113
+validation images, through --mode=tune on the first 113 training images then --mode=predict, the
+label PNGs scored on their own grid (benchmarks/holdout.sh): matching accuracy@0.5 0.750, F1@0.5
+0.857 (precision 0.894, recall 0.823), panoptic quality 0.726, SBD 0.809, FBD 0.908, DiC -3.2,
+|DiC| 5.1 (TP 3779, FP 448, FN 811). Before tuning (--mode=evaluate at the end of training):
+accuracy@0.5 0.697. Tune (0.738 on those train images) chose bandwidth 0.8, fg_threshold 0.6,
+min_size 16, no flip averaging, no largest_piece and min_confidence 0.85. By kind of image: dark
+fluorescence 0.801, stained tissue 0.572, brightfield 0.557. Short of the 0.80 asked for and
+StarDist's 0.86. The model shipped as --model=nuclei (instseg_jax/pretrained/) is still the one of
+the paragraph below (0.735).
+
+Measured 2026-12-05 (the recipe before: data.normalize "nuclei"), with loss.dice_weight 1.0
 (configs/dsb2018.py): 1800 steps; the cores were shared with other work (tests, a demo) for most of
 the run, 60 min 27 s of wall clock including the dataset build and the final evaluation (the Dice
 term costs next to nothing: the same 1800 steps without it took 46 min alone, 1.49-1.55 s/step; the
@@ -167,8 +181,8 @@ Tried 2026-12-06: 2200 steps instead of 1800, the rest of the hour (--config.tra
 0.673 before tuning (0.657); the tune on train scored 0.732 there (0.727), choosing bandwidth 0.8,
 fg_threshold 0.5, min_size 16, fill_unclustered, flip_average, largest_piece and min_confidence
 0.75, and on the validation images gave accuracy@0.5 0.735, F1 0.847 (precision 0.881, recall
-0.816), PQ 0.716, SBD 0.805, |DiC| 5.0 (TP 3745, FP 506, FN 845): the same as 1800 steps. Not
-adopted.
+0.816), PQ 0.716, SBD 0.805, |DiC| 5.0 (TP 3745, FP 506, FN 845): the same as 1800 steps. Together
+with data.normalize "nuclei_local" (0.733 at 1800 steps) it gave 0.750: adopted (top).
 
 Nor does zooming each image at inference (2026-12-06, the shipped model, the validation images,
 without flip averaging, where it scores 0.724 at the image's own scale). Zoomed so that its
@@ -186,7 +200,8 @@ from configs import dsb2018
 
 def get_config():
   config = dsb2018.get_config()
-  config.train.num_steps = 1800  # as measured above
+  config.data.normalize = "nuclei_local"  # 0.750 against 0.735 under "nuclei" (above)
+  config.train.num_steps = 2200  # as measured above
   config.train.checkpoint_every = 250
   config.train.keep_checkpoints = 10
   return config
