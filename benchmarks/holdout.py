@@ -30,6 +30,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from instseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+from instseg_jax.data import transforms  # pylint: disable=g-import-not-at-top,wrong-import-position
 from instseg_jax.metrics import aggregation  # pylint: disable=g-import-not-at-top,wrong-import-position
 from instseg_jax.metrics import matching  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -61,8 +62,12 @@ def link_images(config, folder: str) -> int:
 
 
 def score(config, folder: str) -> dict:
+  """The scores of the predictions in `folder`; for microscopy data (data.normalize "nuclei*")
+  also the matching scores at IoU 0.5 by kind of image (transforms.image_kind)."""
   accumulator = aggregation.MetricAccumulator()
   matches = matching.MatchingAccumulator()
+  by_kind = config.data.normalize.startswith("nuclei")
+  kind_matches = {}
   missing = []
   for example in pipeline.eval_records(config, data_dir=config.data.data_dir or None, limit=0):
     stem = os.path.splitext(os.path.basename(example["id"]))[0]
@@ -82,12 +87,19 @@ def score(config, folder: str) -> dict:
       predicted = np.zeros_like(gt)
     accumulator.add(example["id"], predicted, gt, ignore=gt < 0)
     matches.add(np.maximum(gt, 0), np.where(gt < 0, 0, predicted))
-  return {
+    if by_kind:
+      kind = transforms.image_kind(example["image"])
+      kind_matches.setdefault(kind, matching.MatchingAccumulator(thresholds=(0.5,)))
+      kind_matches[kind].add(np.maximum(gt, 0), np.where(gt < 0, 0, predicted))
+  result = {
       "images": len(accumulator),
       "missing": missing,
       **accumulator.summary(),
       **matches.summary(),
   }
+  if by_kind:
+    result["by_kind"] = {kind: m.summary() for kind, m in sorted(kind_matches.items())}
+  return result
 
 
 def main(argv):
@@ -100,6 +112,9 @@ def main(argv):
   print(json.dumps(result, indent=1))
   for name in ("SBD", "FBD", "DiC", "|DiC|", "accuracy@0.5", "f1@0.5"):
     print(f"{name} {result[name]:.3f}")
+  for kind, scores in result.get("by_kind", {}).items():
+    counts = ", ".join(f"{k} {scores[k + '@0.5']:.0f}" for k in ("tp", "fp", "fn"))
+    print(f"{kind}: accuracy@0.5 {scores['accuracy@0.5']:.3f} ({counts})")
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def test_the_shipped_bundle_loads_with_every_field_and_passes_the_checks():
   config, _ = export.load_bundle("nuclei")
   missing = set(_fields(default.get_config().to_dict())) - set(_fields(config.to_dict()))
   assert not missing
-  assert config.data.normalize == "nuclei"  # its own values, not the defaults
+  assert config.data.normalize == "nuclei_local"  # its own values, not the defaults
   validate.validate(config, num_devices=1)
 
 

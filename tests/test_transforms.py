@@ -275,6 +275,20 @@ def test_nuclei_local_normalization_marks_the_stain_hue_of_coloured_images():
   assert hue[nuclei].mean() > 0.9 and hue[~nuclei].mean() < 0.1
 
 
+def test_image_kind_tells_fluorescence_stain_and_brightfield_apart():
+  nuclei = np.zeros((40, 40), bool)
+  nuclei[5:15, 5:15] = nuclei[25:35, 20:30] = True
+  grey = np.ones(3, int)
+  images = {
+      "fluorescence": np.where(nuclei, 40, 3)[..., None] * grey,
+      "brightfield": np.where(nuclei, 90, 200)[..., None] * grey,
+      "stained": np.where(nuclei[..., None], [90, 40, 120], [240, 180, 200]),
+  }
+  for kind, image in images.items():
+    assert transforms.image_kind(image.astype(np.uint8)) == kind
+  assert set(images) == set(transforms.IMAGE_KINDS)
+
+
 def test_percentile_normalization_stretches_each_channel_and_none_keeps_the_image():
   image = (
       np.stack(

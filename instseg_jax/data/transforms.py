@@ -193,12 +193,35 @@ def normalize_intensity(image: np.ndarray, kind: str) -> np.ndarray:
   if kind == "percentile":
     return _stretch(image).astype(np.float32)
   grey = _stretch(image.mean(axis=-1, keepdims=True))
-  if np.median(grey[::4, ::4]) > 0.5:
+  if _bright_background(grey):
     grey = 1.0 - grey
   if kind == "nuclei":
     return np.repeat(grey, 3, axis=-1).astype(np.float32)
   channels = [grey, _local_stretch(grey[..., 0])[..., None], _stain_hue(image)[..., None]]
   return np.concatenate(channels, axis=-1).astype(np.float32)
+
+
+IMAGE_KINDS = ("fluorescence", "stained", "brightfield")
+
+
+def image_kind(image: np.ndarray) -> str:
+  """Which kind of microscopy image (H, W, 3) is, by the checks "nuclei_local" makes: "stained"
+  (blue and red differ: stained tissue), "brightfield" (grey on a bright background) or
+  "fluorescence" (grey on a dark one)."""
+  image = to_float({"image": image})["image"]
+  if not _is_grey(image[..., 2:3] - image[..., 0:1]):
+    return "stained"
+  grey = _stretch(image.mean(axis=-1, keepdims=True))
+  return "brightfield" if _bright_background(grey) else "fluorescence"
+
+
+def _bright_background(grey: np.ndarray) -> bool:
+  """Whether most of the stretched grey (H, W, 1) is bright: nuclei darker than their surround."""
+  return bool(np.median(grey[::4, ::4]) > 0.5)
+
+
+def _is_grey(blue_minus_red: np.ndarray) -> bool:
+  return bool(np.abs(blue_minus_red[::4, ::4]).max() < _GREY_TOLERANCE)
 
 
 def _stretch(image: np.ndarray) -> np.ndarray:
@@ -231,7 +254,7 @@ def _stain_hue(image: np.ndarray) -> np.ndarray:
   """Blue minus red of (H, W, 3), stretched (hematoxylin's blue-purple nuclei high, eosin's pink
   low); zeros for a grey image."""
   difference = image[..., 2:3] - image[..., 0:1]
-  if np.abs(difference[::4, ::4]).max() < _GREY_TOLERANCE:
+  if _is_grey(difference):
     return np.zeros(image.shape[:2])
   return _stretch(difference)[..., 0]
 
