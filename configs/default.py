@@ -53,6 +53,11 @@ def get_config() -> ml_collections.ConfigDict:
   # data.transforms.INTENSITY_NORMALIZATIONS ("nuclei": grey, dark background; "nuclei_local":
   # that grey, it stretched locally, and the stain's hue).
   config.data.normalize = "none"
+  # Training visits of each image per epoch by its kind (data.transforms.image_kind), for
+  # microscopy data that mixes kinds unevenly; all 1 = every image once.
+  config.data.repeat_by_kind = ml_collections.ConfigDict(
+      {"fluorescence": 1, "stained": 1, "brightfield": 1}
+  )
   config.data.ignore_label = -1  # label of pixels the losses skip (VOC void, COCO crowd)
   # Pixels from outside the image (padding, rotation corners) get ignore_label, not 0.
   config.data.ignore_padding = False

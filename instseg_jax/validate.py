@@ -115,6 +115,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
       "train.checkpoint_every",
       "data.max_instances",
       "model.embedding_dim",
+      *(f"data.repeat_by_kind.{kind}" for kind in transforms.IMAGE_KINDS),
   ):
     _positive(config, path)
   # A bandwidth of 0 gives degenerate labels, a negative side shrinks every image to one

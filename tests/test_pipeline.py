@@ -222,6 +222,25 @@ def test_too_many_instances_named_or_skipped(folder_data):
   assert seen == usable
 
 
+def test_repeat_by_kind_repeats_the_records_of_that_kind(folder_data):
+  config = helpers.folder_config(
+      "instance_folder", folder_data["manual_dir"], folder_data["data_dir"], batch_size=1
+  )
+  builder = pipeline.prepare(config, data_dir=None)
+  source = builder.as_data_source(split="train")
+  indices = np.arange(len(source))
+  kinds = [transforms.image_kind(np.asarray(source[int(i)]["image"])) for i in indices]
+  assert pipeline.repeated_by_kind(config, source, indices) is indices  # all 1: not decoded
+  config.data.repeat_by_kind[kinds[0]] = 3
+  repeated = pipeline.repeated_by_kind(config, source, indices)
+  expected = [i for i, kind in enumerate(kinds) for _ in range(3 if kind == kinds[0] else 1)]
+  np.testing.assert_array_equal(repeated, expected)
+  # The training stream visits those records three times an epoch.
+  iterator = pipeline.train_iterator(config, data_dir=None)
+  seen = [int(next(iterator)["index"][0]) for _ in range(len(repeated))]
+  np.testing.assert_array_equal(np.bincount(seen, minlength=len(indices)), np.bincount(expected))
+
+
 # ---------------------------------------------------------------- evaluation records
 
 

@@ -26,6 +26,11 @@ def _set(config, path, value):
         ("predict.max_side", -5, "config.predict.max_side=-5 must be >= 0"),
         ("model.pixels_per_unit", 0.0, "config.model.pixels_per_unit=0.0 must be > 0"),
         ("train.keep_checkpoints", 0, "config.train.keep_checkpoints=0 must be >= 1"),
+        (
+            "data.repeat_by_kind.stained",
+            0,
+            "config.data.repeat_by_kind.stained=0 must be a positive integer",
+        ),
     ],
 )
 def test_bad_values_are_named_with_the_field(path, value, message):
@@ -57,6 +62,7 @@ def test_choices_come_from_the_registries():
         ("cluster.bandwidth", 0.5),
         ("predict.max_side", 0),
         ("train.keep_checkpoints", 1),
+        ("data.repeat_by_kind.brightfield", 4),
     ],
 )
 def test_good_values_pass(path, value):

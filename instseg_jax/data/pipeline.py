@@ -205,6 +205,19 @@ def usable_indices(
   return np.flatnonzero(counts <= limit)
 
 
+def repeated_by_kind(config: ml_collections.ConfigDict, source, indices: np.ndarray) -> np.ndarray:
+  """`indices` with each record repeated as data.repeat_by_kind says for its image's kind.
+
+  Decodes every image once to tell its kind, so only when some kind repeats other than once.
+  """
+  repeats = dict(config.data.repeat_by_kind)
+  if all(int(n) == 1 for n in repeats.values()):
+    return indices
+  counts = [int(repeats[transforms.image_kind(_decoded_image(source[int(i)]))]) for i in indices]
+  logging.info("Training visits per image by kind: %s.", repeats)
+  return np.repeat(indices, counts)
+
+
 def _attach_index(
     index: int, record: dict[str, Any], *, record_indices: np.ndarray
 ) -> dict[str, Any]:
@@ -268,15 +281,7 @@ def _label_map(stored: Any, *, ignore: int) -> np.ndarray:
 
 def _decode(record: dict[str, Any], *, ignore: int = -1) -> transforms.Example:
   """TFDS record -> uint8 RGB image and int32 label maps (ignore < 0)."""
-  image = np.asarray(record["image"])
-  if image.ndim == 2:
-    image = image[..., None]
-  if image.shape[-1] == 1:
-    image = np.repeat(image, 3, axis=-1)
-  image = image[..., :3]  # An alpha channel carries no signal here.
-  if image.dtype != np.uint8:
-    scale = np.iinfo(image.dtype).max if image.dtype.kind in "ui" else 1.0
-    image = image.astype(np.float32) / np.float32(scale)
+  image = _decoded_image(record)
   instances = _label_map(record["instances"], ignore=ignore)
   if "semantic" in record:
     semantic = _label_map(record["semantic"], ignore=ignore)
@@ -294,6 +299,20 @@ def _decode(record: dict[str, Any], *, ignore: int = -1) -> transforms.Example:
     ident = record["id"]
     example["id"] = ident.decode() if isinstance(ident, bytes) else str(ident)
   return example
+
+
+def _decoded_image(record: dict[str, Any]) -> np.ndarray:
+  """The record's image as (H, W, 3): uint8 as stored, other integers and floats in [0, 1]."""
+  image = np.asarray(record["image"])
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.shape[-1] == 1:
+    image = np.repeat(image, 3, axis=-1)
+  image = image[..., :3]  # An alpha channel carries no signal here.
+  if image.dtype != np.uint8:
+    scale = np.iinfo(image.dtype).max if image.dtype.kind in "ui" else 1.0
+    image = image.astype(np.float32) / np.float32(scale)
+  return image
 
 
 def _normalized(example: transforms.Example, *, kind: str) -> transforms.Example:
@@ -387,8 +406,8 @@ def train_dataset(
   split = config.data.train_split
   builder = prepare(config, data_dir=data_dir)
   source = builder.as_data_source(split=split)
-  indices = usable_indices(config, builder, source, split=split)
-  if len(indices) < len(source):
+  indices = repeated_by_kind(config, source, usable_indices(config, builder, source, split=split))
+  if not np.array_equal(indices, np.arange(len(source))):
     source = _Subset(source, indices)
 
   if len(source) < config.train.batch_size:
