@@ -86,11 +86,12 @@ def score(config, folder: str) -> dict:
       missing.append(example["id"])
       predicted = np.zeros_like(gt)
     accumulator.add(example["id"], predicted, gt, ignore=gt < 0)
-    matches.add(np.maximum(gt, 0), np.where(gt < 0, 0, predicted))
+    truth, kept = np.maximum(gt, 0), np.where(gt < 0, 0, predicted)
+    matches.add(truth, kept)
     if by_kind:
       kind = transforms.image_kind(example["image"])
       kind_matches.setdefault(kind, matching.MatchingAccumulator(thresholds=(0.5,)))
-      kind_matches[kind].add(np.maximum(gt, 0), np.where(gt < 0, 0, predicted))
+      kind_matches[kind].add(truth, kept)
   result = {
       "images": len(accumulator),
       "missing": missing,
