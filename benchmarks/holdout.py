@@ -62,10 +62,12 @@ def link_images(config, folder: str) -> int:
 
 
 def score(config, folder: str) -> dict:
-  """The scores of the predictions in `folder`; for microscopy data (data.normalize "nuclei*")
-  also the matching scores at IoU 0.5 by kind of image (transforms.image_kind)."""
+  """The scores of the predictions in `folder`, with the unmatched objects at IoU 0.5 by why
+  (matching.error_kinds); for microscopy data (data.normalize "nuclei*") also the matching
+  scores at IoU 0.5 by kind of image (transforms.image_kind)."""
   accumulator = aggregation.MetricAccumulator()
   matches = matching.MatchingAccumulator()
+  errors = dict.fromkeys(matching.ERROR_KINDS, 0)
   by_kind = config.data.normalize.startswith("nuclei")
   kind_matches = {}
   missing = []
@@ -88,6 +90,8 @@ def score(config, folder: str) -> dict:
     accumulator.add(example["id"], predicted, gt, ignore=gt < 0)
     truth, kept = np.maximum(gt, 0), np.where(gt < 0, 0, predicted)
     matches.add(truth, kept)
+    for kind, count in matching.error_kinds(truth, kept).items():
+      errors[kind] += count
     if by_kind:
       kind = transforms.image_kind(example["image"])
       kind_matches.setdefault(kind, matching.MatchingAccumulator(thresholds=(0.5,)))
@@ -97,6 +101,7 @@ def score(config, folder: str) -> dict:
       "missing": missing,
       **accumulator.summary(),
       **matches.summary(),
+      "errors@0.5": errors,
   }
   if by_kind:
     result["by_kind"] = {kind: m.summary() for kind, m in sorted(kind_matches.items())}
@@ -113,6 +118,7 @@ def main(argv):
   print(json.dumps(result, indent=1))
   for name in ("SBD", "FBD", "DiC", "|DiC|", "accuracy@0.5", "f1@0.5"):
     print(f"{name} {result[name]:.3f}")
+  print("unmatched at IoU 0.5:", ", ".join(f"{k} {v}" for k, v in result["errors@0.5"].items()))
   for kind, scores in result.get("by_kind", {}).items():
     counts = ", ".join(f"{k} {scores[k + '@0.5']:.0f}" for k in ("tp", "fp", "fn"))
     print(f"{kind}: accuracy@0.5 {scores['accuracy@0.5']:.3f} ({counts})")

@@ -61,3 +61,25 @@ def test_empty_images():
   assert matching.matching(empty, one)[0.5] == matching.MatchCounts(0, 1, 0, 0.0)
   assert matching.matching(one, empty)[0.5] == matching.MatchCounts(0, 0, 1, 0.0)
   assert matching.matching(empty, empty)[0.5].scores()["accuracy"] == 0.0
+
+
+def test_error_kinds_by_hand():
+  # Object 1 is not predicted; 2 and 3 share prediction 7 (IoU 3/7 each); 4 is cut in three
+  # pieces (IoU 2/6 each); b lies on background; 5 is found.
+  gt = np.array([[1, 1, 1, 1, 0, 2, 2, 2, 3, 3, 3, 0, 4, 4, 4, 4, 4, 4, 0, 0, 0, 5, 5]])
+  pred = np.array([[0, 0, 0, 0, 0, 7, 7, 7, 7, 7, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 11, 5, 5]])
+  kinds = matching.error_kinds(gt, pred)
+  assert kinds == {
+      "missed_as_background": 1,
+      "missed_merged": 2,
+      "missed_other": 1,
+      "false_on_background": 1,
+      "false_merged": 1,
+      "false_other": 3,
+  }
+  counts = matching.matching(gt, pred)[0.5]
+  missed = sum(v for k, v in kinds.items() if k.startswith("missed"))
+  assert (counts.tp, counts.fn, counts.fp) == (1, missed, sum(kinds.values()) - missed)
+  # Found objects are no errors, and an empty prediction misses everything as background.
+  assert set(matching.error_kinds(gt, gt).values()) == {0}
+  assert matching.error_kinds(gt, np.zeros_like(gt))["missed_as_background"] == 5

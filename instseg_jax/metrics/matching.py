@@ -35,7 +35,12 @@ KEYS = tuple(score_key(name, t) for t in THRESHOLDS for name in SCORES)
 
 def iou_matrix(gt: ArrayLike, pred: ArrayLike) -> np.ndarray:
   """(n_true, n_pred) IoU of every pair of objects (0 = background in both maps)."""
-  table = cvppp.contingency_table(gt, pred).astype(np.float64)
+  return _iou_from_table(cvppp.contingency_table(gt, pred))
+
+
+def _iou_from_table(table: np.ndarray) -> np.ndarray:
+  """`iou_matrix` from the maps' contingency table."""
+  table = table.astype(np.float64)
   sizes_true = table[1:].sum(axis=1)
   sizes_pred = table[:, 1:].sum(axis=0)
   overlap = table[1:, 1:]
@@ -73,24 +78,85 @@ class MatchCounts:
     }
 
 
-def match(iou: np.ndarray, threshold: float) -> MatchCounts:
-  """The one-to-one matching of an (n_true, n_pred) IoU matrix at one threshold."""
+def matched_pairs(iou: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+  """(true indices, predicted indices) of the pairs the one-to-one matching takes at IoU >= t."""
   n_true, n_pred = iou.shape
   if not n_true or not n_pred:
-    return MatchCounts(0, n_pred, n_true, 0.0)
+    return np.zeros(0, np.int64), np.zeros(0, np.int64)
   # Each pair at IoU >= t is worth 1; the IoU, scaled below 1 over all pairs, breaks ties.
   cost = -(iou >= threshold).astype(np.float64) - iou / (2 * min(n_true, n_pred))
   rows, cols = optimize.linear_sum_assignment(cost)
-  matched = iou[rows, cols]
-  ok = matched >= threshold
-  tp = int(ok.sum())
-  return MatchCounts(tp, n_pred - tp, n_true - tp, float(matched[ok].sum()))
+  ok = iou[rows, cols] >= threshold
+  return rows[ok], cols[ok]
+
+
+def match(iou: np.ndarray, threshold: float) -> MatchCounts:
+  """The one-to-one matching of an (n_true, n_pred) IoU matrix at one threshold."""
+  rows, cols = matched_pairs(iou, threshold)
+  tp = len(rows)
+  n_true, n_pred = iou.shape
+  return MatchCounts(tp, n_pred - tp, n_true - tp, float(iou[rows, cols].sum()))
 
 
 def matching(gt: ArrayLike, pred: ArrayLike, *, thresholds=THRESHOLDS) -> dict[float, MatchCounts]:
   """{threshold: counts} for one image; label maps (H, W), 0 = background."""
   iou = iou_matrix(gt, pred)
   return {t: match(iou, t) for t in thresholds}
+
+
+# Why an object is left unmatched; see `error_kinds`.
+ERROR_KINDS = (
+    "missed_as_background",
+    "missed_merged",
+    "missed_other",
+    "false_on_background",
+    "false_merged",
+    "false_other",
+)
+
+
+def error_kinds(gt: ArrayLike, pred: ArrayLike, threshold: float = 0.5) -> dict[str, int]:
+  """Counts the objects the matching at `threshold` leaves out of one image, by why.
+
+  A true object left out is missed_as_background when under half of it is predicted as any
+  object; missed_merged when half of it or more lies in one prediction that also holds half or
+  more of another true object; missed_other otherwise (split between predictions, or predicted
+  with the wrong shape). A prediction left out is false_on_background when over half of it lies
+  on background; false_merged when it holds half or more of two true objects or more;
+  false_other otherwise (a piece of a true object, or one of the wrong shape). The missed add up
+  to the false negatives, the false to the false positives.
+
+  Args:
+    gt: (H, W) true objects, 0 = background.
+    pred: (H, W) predicted objects, 0 = background.
+    threshold: the IoU of the matching.
+
+  Returns:
+    {kind: count} for every kind of ERROR_KINDS.
+  """
+  table = cvppp.contingency_table(gt, pred)
+  overlap = table[1:, 1:]
+  sizes_true, sizes_pred = table[1:].sum(axis=1), table[:, 1:].sum(axis=0)
+  rows, cols = matched_pairs(_iou_from_table(table), threshold)
+  # holds[i, j]: prediction j holds half of true object i or more.
+  holds = 2 * overlap >= sizes_true[:, None]
+  merges = holds.sum(axis=0) >= 2
+  counts = dict.fromkeys(ERROR_KINDS, 0)
+  for i in np.setdiff1d(np.arange(len(sizes_true)), rows):
+    if 2 * overlap[i].sum() < sizes_true[i]:
+      counts["missed_as_background"] += 1
+    elif np.any(holds[i] & merges):
+      counts["missed_merged"] += 1
+    else:
+      counts["missed_other"] += 1
+  for j in np.setdiff1d(np.arange(len(sizes_pred)), cols):
+    if 2 * table[0, j + 1] > sizes_pred[j]:
+      counts["false_on_background"] += 1
+    elif merges[j]:
+      counts["false_merged"] += 1
+    else:
+      counts["false_other"] += 1
+  return counts
 
 
 class MatchingAccumulator:
