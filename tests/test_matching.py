@@ -65,7 +65,7 @@ def test_empty_images():
 
 def test_error_kinds_by_hand():
   # Object 1 is not predicted; 2 and 3 share prediction 7 (IoU 3/7 each); 4 is cut in three
-  # pieces (IoU 2/6 each); b lies on background; 5 is found.
+  # pieces (IoU 2/6 each); 11 lies on background; 5 is found.
   gt = np.array([[1, 1, 1, 1, 0, 2, 2, 2, 3, 3, 3, 0, 4, 4, 4, 4, 4, 4, 0, 0, 0, 5, 5]])
   pred = np.array([[0, 0, 0, 0, 0, 7, 7, 7, 7, 7, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 11, 5, 5]])
   kinds = matching.error_kinds(gt, pred)
