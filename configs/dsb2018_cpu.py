@@ -262,6 +262,25 @@ embeddings as the centres (and no min_size or min_confidence), the same embeddin
 score 0.814:
 the true centres tell merged neighbours apart, but their embeddings lie too close for a density
 mode each.
+
+Tried 2026-12-07: a seed head on each nucleus's middle in the image (--config.model.seed_head=True
+--config.loss.seed_target=centroid --config.loss.seed_sigma=0.5), clustered by a trial build, since
+removed, that started one instance at each local maximum of the seed map (within 2-5 pixels), took
+the mean embedding around it as the centre, joined peaks whose centres lay within the bandwidth and
+gave every foreground pixel its nearest centre: touching nuclei close in embedding space would stay
+apart where the map has a peak each. 2200 steps in two parts (stopped at step 336 and resumed from
+its checkpoint): about 15 minutes, 8 of them beside a test run, then 90 min 1 s alone with the final
+evaluation, on a day the machine ran 2.0-3.0 s/step alone (the default UNet's train step, timed
+alone by benchmarks/model_bench.py's child, took 2.5 s against 1.40 s on 2026-12-04), so about the
+recipe's 47 minutes on a normal day. Accuracy@0.5 0.709 before tuning, with mean shift (0.718 for
+this recipe); the map's highest seed per image was 0.65-0.93. On the first 40 tune images (train),
+with the recipe's post-processing otherwise (flip_average, fg_threshold 0.6, min_size 16,
+min_confidence 0.85): mean shift at bandwidth 0.8 scored 0.673 (TP 1237, FP 166, FN 435); the peaks
+at bandwidth 0.4-0.6 0.586-0.664 (up to 347 false instances, no more than 1259 found), at 0.8-1.0
+with seed threshold 0.2 and radius 3 0.678-0.682 (TP 1256-1264, FP 170-192), where the bandwidth
+joins what it was to keep apart. At step 1250 on 10 of those images, nuclei merged with a neighbour
+went from 79 (mean shift) to 68 at bandwidth 0.4, for 64 more pieces: the map, like the embedding,
+has one peak for most merged neighbours. Not adopted; the validation images were not used.
 """
 
 from configs import dsb2018
